@@ -1,0 +1,1 @@
+"""Check kinds: every scheduled producer of samples (probes and collectors)."""

@@ -1,0 +1,1 @@
+"""Notification routing and receivers."""
