@@ -6,7 +6,7 @@ import abc
 from types import TracebackType
 from typing import Annotated, ClassVar, Generic, Self, TypeVar
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator
 
 from monitor.model import CheckResult
 from monitor.schema import ConfigModel, Duration
@@ -32,6 +32,14 @@ class CheckConfig(ConfigModel):
         default_factory=dict, description="added to every sample of this check"
     )
     enabled: bool = True
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_within_interval(cls, value: float | None, info: ValidationInfo) -> float | None:
+        interval = info.data.get("interval")
+        if value is not None and interval is not None and value > interval:
+            raise ValueError(f"timeout {value:g}s is longer than the interval {interval:g}s")
+        return value
 
 
 C = TypeVar("C", bound=CheckConfig)
@@ -65,7 +73,7 @@ class Check(abc.ABC, Generic[C]):
     async def run(self) -> CheckResult:
         """Probe or collect once and say how it went."""
 
-    async def aclose(self) -> None:  # noqa: B027 - a no-op hook, overridden when needed
+    async def aclose(self) -> None:
         """Release what the check holds (connections, sessions); called once on removal."""
 
     async def __aenter__(self) -> Self:

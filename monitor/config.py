@@ -1,0 +1,474 @@
+"""The configuration file: YAML to validated, frozen models, with every error located.
+
+Loading never stops at the first problem: every issue is collected with its file,
+line and dotted path (``checks[3].timeout``) and raised together as a
+:class:`~monitor.errors.ConfigError`. Unknown keys are errors with a "did you
+mean" hint. ``${VAR}`` and ``${VAR:-default}`` are expanded in string values
+(``$${`` writes a literal ``${``). Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    SecretStr,
+    StringConstraints,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from monitor.errors import ConfigError, ConfigIssue
+from monitor.schema import DURATION_PATTERN, ConfigModel, Duration, SecretFile, format_duration
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "Config",
+    "GlobalConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "build_config_model",
+    "config_json_schema",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_LISTEN = "127.0.0.1:9753"
+
+LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+Loc = tuple[str | int, ...]
+
+
+class GlobalConfig(ConfigModel):
+    """Defaults shared by every check and rule group, as in Prometheus' ``global``."""
+
+    scrape_interval: Duration = Field(default=15.0, gt=0, description="default check interval")
+    scrape_timeout: Duration = Field(
+        default=10.0, gt=0, description="default check timeout (capped at the check's interval)"
+    )
+    evaluation_interval: Duration = Field(
+        default=15.0, gt=0, description="default rule group interval"
+    )
+    external_labels: dict[LabelName, str] = Field(
+        default_factory=dict, description="added to alerts sent out; not to /metrics"
+    )
+
+
+class ServerConfig(ConfigModel):
+    """The HTTP server: /metrics, health, reload, API."""
+
+    listen: str = Field(default=DEFAULT_LISTEN, description="host:port to listen on")
+    auth_token: SecretStr | None = Field(
+        default=None, description="bearer token required by mutating endpoints (/-/reload)"
+    )
+    auth_token_file: SecretFile | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_token(self) -> ServerConfig:
+        self._check_secret_pair("auth_token")
+        return self
+
+    @property
+    def token(self) -> SecretStr | None:
+        """The effective auth token, from ``auth_token`` or ``auth_token_file``."""
+        return self.auth_token if self.auth_token is not None else self.auth_token_file
+
+
+def split_host_port(listen: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:9753`` for IPv6) into its parts, or raise ValueError."""
+    match = re.fullmatch(
+        r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<p6>\d+)|(?P<host>[^:\[\]]*):(?P<port>\d+)", listen
+    )
+    if match is None:
+        raise ValueError(f"{listen!r} is not host:port (use [addr]:port for IPv6)")
+    host = match["v6"] if match["v6"] is not None else match["host"]
+    port = int(match["p6"] or match["port"])
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range")
+    return host, port
+
+
+class StoreConfig(ConfigModel):
+    """The in-memory ring store; memory is about max_series x samples_per_series x 16 bytes."""
+
+    retention: Duration = Field(
+        default=7200.0, gt=0, description="drop series not written for this long"
+    )
+    samples_per_series: int = Field(default=720, ge=2, description="ring capacity per series")
+    max_series: int = Field(default=100_000, ge=1, description="refuse new series beyond this")
+
+
+class Config(ConfigModel):
+    """The whole configuration file. ``checks`` is typed per kind by :func:`build_config_model`."""
+
+    global_: GlobalConfig = Field(default_factory=GlobalConfig, alias="global")
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    state_dir: Path = Field(
+        default=Path("/var/lib/monitord"), description="where state is kept (relative to the file)"
+    )
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    checks: tuple[Any, ...] = ()
+
+
+def _check_tag(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        kind = value.get("type")
+        return kind if isinstance(kind, str) else None
+    kind = getattr(value, "type", None)
+    return kind if isinstance(kind, str) else None
+
+
+def build_config_model(check_models: Mapping[str, type[ConfigModel]]) -> type[Config]:
+    """The Config model whose ``checks`` accept exactly the given check kinds."""
+    if not check_models:
+        return Config
+    members = tuple(Annotated[model, Tag(kind)] for kind, model in sorted(check_models.items()))
+    check_union = Annotated[
+        Union[members],  # type: ignore[valid-type]  # noqa: UP007 - built at run time
+        Discriminator(
+            _check_tag, custom_error_type="check_kind", custom_error_message="check kind"
+        ),
+    ]
+    model: type[Config] = create_model(
+        "Config",
+        __base__=Config,
+        checks=(tuple[check_union, ...], Field(default=(), description="probes and collectors")),
+    )
+    return model
+
+
+# --- YAML with line numbers -------------------------------------------------------------
+
+_ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Document:
+    """A YAML document turned into plain data, remembering the line of every path."""
+
+    def __init__(self, text: str, environ: Mapping[str, str]) -> None:
+        self.lines: dict[Loc, int] = {}
+        self.problems: list[tuple[Loc, int | None, str]] = []
+        self._environ = environ
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            self.data: Any = {} if root is None else self._build(loader, root, ())
+        finally:
+            loader.dispose()
+        if root is not None:
+            self.lines[()] = root.start_mark.line + 1
+
+    def _build(self, loader: yaml.SafeLoader, node: yaml.Node, loc: Loc) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            loader.flatten_mapping(node)
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if not isinstance(key, str):
+                    self.problems.append((loc, line, f"key {key!r} is not a string; quote it"))
+                    continue
+                if key in out:
+                    first = self.lines.get((*loc, key))
+                    self.problems.append(
+                        ((*loc, key), line, f"duplicate key (first at line {first})")
+                    )
+                    continue
+                self.lines[(*loc, key)] = line
+                out[key] = self._build(loader, value_node, (*loc, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                self.lines[(*loc, index)] = item.start_mark.line + 1
+                items.append(self._build(loader, item, (*loc, index)))
+            return items
+        value = loader.construct_object(node, deep=True)
+        if isinstance(value, str) and "$" in value:
+            value = self._expand(value, loc, node.start_mark.line + 1)
+        return value
+
+    def _expand(self, text: str, loc: Loc, line: int) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$${":
+                return "${"
+            name, default = match.group(1), match.group(2)
+            value = self._environ.get(name)
+            if value is None or (value == "" and default is not None):
+                if default is None:
+                    self.problems.append(
+                        (
+                            loc,
+                            line,
+                            f"environment variable {name} is not set (write ${{{name}:-default}})",
+                        )
+                    )
+                    return ""
+                return default
+            return value
+
+        return _ENV_RE.sub(substitute, text)
+
+
+# --- error reporting ----------------------------------------------------------------------
+
+
+def format_loc(loc: Sequence[str | int]) -> str:
+    """``("checks", 3, "timeout")`` as ``checks[3].timeout``."""
+    out = ""
+    for elem in loc:
+        if isinstance(elem, int):
+            out += f"[{elem}]"
+        else:
+            out += f".{elem}" if out else str(elem)
+    return out
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated and Optional layers off a type."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _model_tag(model: Any) -> str | None:
+    field = getattr(model, "model_fields", {}).get("type")
+    args = get_args(field.annotation) if field is not None else ()
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else None
+
+
+def _field_named(model: type[BaseModel], key: str | int) -> Any:
+    for name, field in model.model_fields.items():
+        if key in (name, field.alias):
+            return field
+    return None
+
+
+def _walk(root: type[BaseModel], data: Any, loc: Loc) -> tuple[Loc, type[BaseModel] | None, Any]:
+    """Follow a pydantic error location through the model and the data.
+
+    Returns the data path (pydantic's union tags removed), the model that owns the
+    last element, and the data found at the parent of the last element.
+    """
+    path: list[str | int] = []
+    tp: Any = root
+    node: Any = data
+    parent: Any = None
+    owner: type[BaseModel] | None = None
+    for elem in loc:
+        tp = _unwrap(tp)
+        if get_origin(tp) in (Union, types.UnionType):
+            members = {_model_tag(_unwrap(m)): _unwrap(m) for m in get_args(tp)}
+            if isinstance(elem, str) and elem in members and _check_tag(node) == elem:
+                tp = members[elem]
+                continue
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            owner = tp
+            field = _field_named(tp, elem)
+            tp = field.annotation if field is not None else Any
+        elif get_origin(tp) in (list, tuple, Sequence):
+            tp = get_args(tp)[0] if get_args(tp) else Any
+        elif get_origin(tp) in (dict, Mapping):
+            tp = get_args(tp)[1] if get_args(tp) else Any
+        else:
+            tp = Any
+        path.append(elem)
+        parent = node
+        try:
+            node = node[elem]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return tuple(path), owner, parent
+
+
+def _line_of(lines: Mapping[Loc, int], path: Loc) -> int | None:
+    for end in range(len(path), -1, -1):
+        line = lines.get(path[:end])
+        if line is not None:
+            return line
+    return None
+
+
+def _suggest(word: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _issue_from_error(
+    err: ErrorDetails, root: type[BaseModel], doc: _Document, file: str, kinds: Sequence[str]
+) -> ConfigIssue:
+    path, owner, parent = _walk(root, doc.data, tuple(err["loc"]))
+    line = _line_of(doc.lines, path)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        names = [f.alias or n for n, f in owner.model_fields.items()] if owner else []
+        message = "unknown key" + _suggest(str(path[-1]), names)
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind == "check_kind":
+        given = err["input"].get("type") if isinstance(err["input"], Mapping) else None
+        known = ", ".join(kinds)
+        if given is None:
+            path, message = (*path, "type"), f"required key is missing (one of: {known})"
+        else:
+            path = (*path, "type")
+            line = _line_of(doc.lines, path)
+            message = f"unknown check type {given!r}{_suggest(str(given), kinds)} (known: {known})"
+    elif kind == "value_error":
+        message = err["msg"].removeprefix("Value error, ")
+    else:
+        message = err["msg"]
+    del parent
+    return ConfigIssue(file, line, format_loc(path), message)
+
+
+def parse_config(
+    text: str,
+    *,
+    file: str = "<config>",
+    model: type[Config] = Config,
+    environ: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> Config:
+    """Validate config text completely; raise ConfigError with every issue found."""
+    try:
+        doc = _Document(text, os.environ if environ is None else environ)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigIssue(file, line, "", f"invalid YAML: {problem}")]) from None
+    issues = [ConfigIssue(file, line, format_loc(loc), msg) for loc, line, msg in doc.problems]
+    if not isinstance(doc.data, dict):
+        issues.append(ConfigIssue(file, doc.lines.get(()), "", "the file must hold a mapping"))
+        raise ConfigError(issues)
+    kinds = sorted(t for m in _check_models(model) if (t := _model_tag(m)) is not None)
+    base = base_dir if base_dir is not None else Path.cwd()
+    config: Config | None = None
+    try:
+        config = model.model_validate(doc.data, context={"base_dir": base})
+    except ValidationError as exc:
+        issues.extend(_issue_from_error(e, model, doc, file, kinds) for e in exc.errors())
+    if config is not None:
+        config, more = _resolve(config, doc, file, base)
+        issues.extend(more)
+    if issues:
+        issues.sort(key=lambda i: (i.line if i.line is not None else 0, i.path))
+        raise ConfigError(issues)
+    assert config is not None
+    return config
+
+
+def _check_models(model: type[Config]) -> list[Any]:
+    tp = _unwrap(model.model_fields["checks"].annotation)
+    args = get_args(tp)
+    union = _unwrap(args[0]) if args else None
+    if union is None or get_origin(union) not in (Union, types.UnionType):
+        return []
+    return [_unwrap(m) for m in get_args(union)]
+
+
+def _resolve(
+    config: Config, doc: _Document, file: str, base: Path
+) -> tuple[Config, list[ConfigIssue]]:
+    """Fill defaults that depend on other sections and check what spans sections."""
+    issues: list[ConfigIssue] = []
+    glob = config.global_
+    seen: dict[str, int] = {}
+    checks = []
+    for index, check in enumerate(config.checks):
+        loc: Loc = ("checks", index)
+        if check.name in seen:
+            first = seen[check.name]
+            issues.append(
+                ConfigIssue(
+                    file,
+                    _line_of(doc.lines, (*loc, "name")),
+                    format_loc((*loc, "name")),
+                    f"duplicate check name {check.name!r} (also checks[{first}])",
+                )
+            )
+        else:
+            seen[check.name] = index
+        interval = check.interval if check.interval is not None else glob.scrape_interval
+        timeout = check.timeout if check.timeout is not None else min(glob.scrape_timeout, interval)
+        if timeout > interval:
+            where = (*loc, "timeout") if check.timeout is not None else ("global", "scrape_timeout")
+            issues.append(
+                ConfigIssue(
+                    file,
+                    _line_of(doc.lines, where),
+                    format_loc(where),
+                    f"timeout {timeout:g}s is longer than the interval "
+                    f"{interval:g}s of check {check.name!r}",
+                )
+            )
+        checks.append(check.model_copy(update={"interval": interval, "timeout": timeout}))
+    state_dir = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
+    resolved = config.model_copy(update={"checks": tuple(checks), "state_dir": state_dir})
+    return resolved, issues
+
+
+def config_json_schema(model: type[Config]) -> dict[str, Any]:
+    """The JSON Schema of ``model``, with durations' defaults written as durations."""
+    schema = model.model_json_schema(by_alias=True)
+
+    def fix(node: Any) -> None:
+        if isinstance(node, dict):
+            default = node.get("default")
+            if node.get("pattern") == DURATION_PATTERN and isinstance(default, int | float):
+                node["default"] = format_duration(default)
+            for value in node.values():
+                fix(value)
+        elif isinstance(node, list):
+            for value in node:
+                fix(value)
+
+    fix(schema)
+    return schema
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    model: type[Config] = Config,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read and validate the config file at ``path``; raise ConfigError listing every issue."""
+    file = os.fspath(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(file, None, "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigIssue(file, None, "", f"not UTF-8 text: {exc.reason}")]) from None
+    base_dir = Path(file).resolve().parent
+    return parse_config(text, file=file, model=model, environ=environ, base_dir=base_dir)
