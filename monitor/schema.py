@@ -63,8 +63,15 @@ def format_duration(seconds: float) -> str:
         return "0s"
     ms = round(seconds * 1000)
     out = []
-    for unit, size in (("y", 31536000000), ("w", 604800000), ("d", 86400000), ("h", 3600000),
-                       ("m", 60000), ("s", 1000), ("ms", 1)):
+    for unit, size in (
+        ("y", 31536000000),
+        ("w", 604800000),
+        ("d", 86400000),
+        ("h", 3600000),
+        ("m", 60000),
+        ("s", 1000),
+        ("ms", 1),
+    ):
         count, ms = divmod(ms, size)
         if count:
             out.append(f"{count}{unit}")
