@@ -20,7 +20,7 @@ class PluginRegistry(Generic[T]):
     ``Literal[<entry point name>]``.
     """
 
-    def __init__(self, group: str, base: type[T], eps: list[EntryPoint] | None = None) -> None:
+    def __init__(self, group: str, base: type[Any], eps: list[EntryPoint] | None = None) -> None:
         self.group = group
         self.base = base
         found = eps if eps is not None else list(entry_points(group=group))

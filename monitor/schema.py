@@ -81,6 +81,8 @@ def format_duration(seconds: float) -> str:
 def _coerce_duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 15s, got a boolean")
+    if isinstance(value, int | float) and value == 0:
+        return 0.0  # "0" is the one duration Prometheus accepts without a unit
     if isinstance(value, int | float):
         raise ValueError(f"{value!r} is not a duration; write it with a unit, e.g. {value}s")
     if isinstance(value, str):

@@ -1,0 +1,214 @@
+"""The composition root: build every part from the config, run them, reload, stop.
+
+Start order: config → store → scheduler → web server → checks scheduled →
+``READY=1``. Stop runs it backwards: ``STOPPING=1`` → scheduler stopped (in-flight
+checks finish) → web server closed. SIGHUP and ``POST /-/reload`` reload
+atomically: the new file is validated completely and every check is built before
+anything changes; on failure the running config stays and the failure is logged
+and exported as ``monitord_config_last_reload_successful 0``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from checks.base import Check
+from monitor.config import Config, build_config_model, load_config
+from monitor.errors import ConfigError, ConfigIssue, LifecycleError, PluginError
+from monitor.exporter import ReloadStatus, build_registry
+from monitor.log import get_logger
+from monitor.plugins import PluginRegistry
+from monitor.scheduler import Scheduler
+from monitor.store import Store
+from monitor.systemd import SystemdNotifier
+from monitor.web import WebApp, WebServer
+
+__all__ = ["STOP_GRACE", "Daemon", "check_registry"]
+
+log = get_logger("daemon")
+
+STOP_GRACE = 8.0
+"""Seconds in-flight checks get to finish on shutdown (systemd's stop timeout is longer)."""
+
+GC_INTERVAL = 60.0
+
+
+def check_registry() -> PluginRegistry[Check[Any]]:
+    """The check kinds installed (entry-point group ``monitord.checks``)."""
+    return PluginRegistry[Check[Any]]("monitord.checks", Check)
+
+
+class Daemon:
+    """One monitord process: owns the store, scheduler and web server for its lifetime."""
+
+    def __init__(
+        self,
+        config_path: str | Path,
+        *,
+        environ: Mapping[str, str] | None = None,
+        notifier: SystemdNotifier | None = None,
+        clock: Callable[[], float] = time.time,
+        checks: PluginRegistry[Check[Any]] | None = None,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self._environ = environ
+        self._notifier = notifier if notifier is not None else SystemdNotifier(environ)
+        self._clock = clock
+        self._kinds = checks if checks is not None else check_registry()
+        self._reload_lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ready = False
+        self.reload_status = ReloadStatus()
+        self.config: Config | None = None
+        self.store: Store | None = None
+        self.scheduler: Scheduler | None = None
+        self.web: WebServer | None = None
+
+    # --- config -----------------------------------------------------------------------------
+
+    def load(self) -> tuple[Config, list[Check[Any]]]:
+        """Validate the config file and build its checks, changing nothing that runs."""
+        try:
+            model = build_config_model(self._kinds.config_models())
+        except PluginError as exc:
+            raise ConfigError([ConfigIssue(str(self.config_path), None, "", str(exc))]) from exc
+        config = load_config(self.config_path, model=model, environ=self._environ)
+        checks = [self._kinds.get(c.type)(c) for c in config.checks]
+        return config, checks
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT or :meth:`request_stop`; the process exit code."""
+        config, checks = self.load()  # ConfigError propagates: the CLI exits 2
+        self.config = config
+        self.store = Store(
+            samples_per_series=config.store.samples_per_series,
+            retention=config.store.retention,
+            max_series=config.store.max_series,
+        )
+        self.scheduler = Scheduler(self.store, clock=self._clock)
+        registry = build_registry(
+            self.store,
+            self.scheduler.stats,
+            self.reload_status,
+            lambda: self.scheduler.in_flight if self.scheduler else 0,
+        )
+        app = WebApp(
+            registry=registry,
+            reload=self.reload,
+            is_ready=lambda: self._ready,
+            token=lambda: self.config.server.token if self.config else None,
+        )
+        self.web = WebServer(app, config.server.listen)
+        try:
+            await self.web.start()
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", config.server.listen, exc.strerror)
+            return 1
+        self.reload_status.successful = True
+        self.reload_status.last_success = self._clock()
+        try:
+            await self.scheduler.start()
+            await self.scheduler.set_checks(checks)
+            self._install_signal_handlers()
+            self._spawn(self._gc_loop(), "store gc")
+            if self._notifier.watchdog_interval is not None:
+                self._spawn(self._notifier.run_watchdog(), "systemd watchdog")
+            self._ready = True
+            self._notifier.ready(f"{len(checks)} checks scheduled")
+            log.info("monitord started with %d checks from %s", len(checks), self.config_path)
+            await self._stop.wait()
+        finally:
+            await self._shutdown()
+        return 0
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop gracefully (what SIGTERM does)."""
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        self._ready = False
+        self._notifier.stopping()
+        log.info("stopping")
+        self._remove_signal_handlers()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.scheduler is not None:
+            with contextlib.suppress(LifecycleError):
+                await self.scheduler.stop(grace=STOP_GRACE)
+        if self.web is not None:
+            await self.web.stop()
+        log.info("stopped")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    def _on_sighup(self) -> None:
+        async def reload_quietly() -> None:
+            with contextlib.suppress(ConfigError):  # already logged and exported
+                await self.reload()
+
+        self._spawn(reload_quietly(), "reload")
+
+    async def _gc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(GC_INTERVAL)
+            if self.store is not None:
+                removed = self.store.gc(round(self._clock() * 1000))
+                if removed:
+                    log.debug("dropped %d series past retention", removed)
+
+    # --- reload -----------------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """Load the config file again and apply it; on error keep the running config."""
+        async with self._reload_lock:
+            if self.scheduler is None or self.store is None or self.config is None:
+                raise LifecycleError("reload before the daemon started")
+            self._notifier.reloading()
+            try:
+                try:
+                    config, checks = self.load()
+                except ConfigError as exc:
+                    self.reload_status.successful = False
+                    log.error("reload failed, keeping the running config:\n%s", exc)
+                    raise
+                if config.server.listen != self.config.server.listen:
+                    log.warning(
+                        "server.listen changed to %s; it takes effect on restart",
+                        config.server.listen,
+                    )
+                self.store.reconfigure(
+                    samples_per_series=config.store.samples_per_series,
+                    retention=config.store.retention,
+                    max_series=config.store.max_series,
+                )
+                await self.scheduler.set_checks(checks)
+                self.config = config
+                self.reload_status.successful = True
+                self.reload_status.last_success = self._clock()
+                log.info("config reloaded: %d checks", len(checks))
+            finally:
+                self._notifier.ready()

@@ -1,0 +1,339 @@
+"""Run every check at its own interval under its timeout, and store what it returns.
+
+APScheduler's ``AsyncIOScheduler`` drives one job per check (``max_instances=1``,
+``coalesce=True``), first run offset by a stable per-check fraction of the interval
+so checks do not all fire together. Each run is wrapped so that nothing a check
+does (raise, hang, return garbage) reaches the scheduler: it becomes a result.
+
+For every run the store receives the check's samples (configured labels added,
+stamped with the run's start time), ``monitord_check_up``,
+``monitord_check_status`` and ``monitord_check_duration_seconds``, and a
+staleness marker for every series the previous run produced and this one did
+not, as Prometheus does for scrape targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from monitor.errors import LifecycleError
+from monitor.log import get_logger
+from monitor.model import (
+    STALE_NAN,
+    CheckResult,
+    Labels,
+    MetricMetadata,
+    MetricType,
+    Sample,
+    Status,
+)
+from monitor.store import Store
+
+__all__ = ["CHECK_METADATA", "CheckStats", "Schedulable", "Scheduler"]
+
+log = get_logger("scheduler")
+
+CHECK_METADATA: Mapping[str, MetricMetadata] = {
+    "monitord_check_up": MetricMetadata(
+        MetricType.GAUGE, "1 if the check's last run was OK or WARNING, 0 otherwise."
+    ),
+    "monitord_check_status": MetricMetadata(
+        MetricType.GAUGE, "Status of the check's last run: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
+    ),
+    "monitord_check_duration_seconds": MetricMetadata(
+        MetricType.GAUGE, "How long the check's last run took."
+    ),
+}
+
+SeriesKey = tuple[str, Labels]
+
+
+class Schedulable(Protocol):
+    """What the scheduler needs of a check; :class:`checks.base.Check` satisfies it.
+
+    ``config`` must have ``interval``, ``timeout`` (seconds), ``labels`` and
+    ``enabled``. Taking a protocol keeps ``monitor`` from importing ``checks``.
+    """
+
+    @property
+    def name(self) -> str:
+        """The check's unique name."""
+
+    @property
+    def kind(self) -> str:
+        """The check's kind."""
+
+    @property
+    def config(self) -> Any:
+        """The check's validated options."""
+
+    async def run(self) -> CheckResult:
+        """Probe once."""
+
+    async def aclose(self) -> None:
+        """Release resources."""
+
+
+@dataclass(slots=True)
+class CheckStats:
+    """Counters and the last result of one check, for the exporter and the API."""
+
+    runs: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    last_result: CheckResult | None = None
+    last_run: float | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    check: Schedulable
+    labels: Labels
+    check_labels: Labels
+    stats: CheckStats = field(default_factory=CheckStats)
+    previous: set[SeriesKey] = field(default_factory=set)
+
+
+def start_offset(name: str, interval: float, cap: float = 15.0) -> float:
+    """A stable offset in ``[0, min(interval, cap))`` derived from the check's name."""
+    digest = hashlib.sha256(name.encode()).digest()
+    fraction = int.from_bytes(digest[:8], "big") / 2**64
+    return fraction * min(interval, cap)
+
+
+class Scheduler:
+    """Runs checks on their intervals and feeds their samples to the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        start_offset_cap: float = 15.0,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._monotonic = monotonic
+        self._offset_cap = start_offset_cap
+        self._entries: dict[str, _Entry] = {}
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._aps: AsyncIOScheduler | None = None
+        self._state = "new"
+        for name, meta in CHECK_METADATA.items():
+            store.set_metadata(name, meta)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the APScheduler loop; checks set before or after start are scheduled."""
+        if self._state != "new":
+            raise LifecycleError(f"scheduler cannot start: it is {self._state}")
+        self._aps = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
+        self._aps.start()
+        self._state = "running"
+        for entry in self._entries.values():
+            self._add_job(entry)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop starting runs, let in-flight runs finish (up to ``grace``), close every check."""
+        if self._state != "running":
+            raise LifecycleError(f"scheduler cannot stop: it is {self._state}")
+        self._state = "stopping"
+        assert self._aps is not None
+        self._aps.pause()
+        if self._inflight:
+            log.info("waiting for %d running checks to finish", len(self._inflight))
+            _done, pending = await asyncio.wait(set(self._inflight), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        self._aps.shutdown(wait=False)
+        await asyncio.sleep(0)  # APScheduler shuts down on the loop's next turn
+        entries, self._entries = list(self._entries.values()), {}
+        for entry in reversed(entries):
+            await _close_quietly(entry.check)
+        self._state = "stopped"
+
+    # --- the set of checks ----------------------------------------------------------------
+
+    async def set_checks(self, checks: Iterable[Schedulable]) -> None:
+        """Make ``checks`` the scheduled set: new ones start, gone or changed ones are replaced.
+
+        A check whose configuration is unchanged keeps running undisturbed (its
+        cadence and series continue). Removed checks get staleness markers for
+        their series and are closed.
+        """
+        wanted = {check.name: check for check in checks if check.config.enabled}
+        for name in list(self._entries):
+            old = self._entries[name]
+            new = wanted.pop(name, None)
+            if new is not None and new.config == old.check.config:
+                await _close_quietly(new)  # the running instance stays
+                continue
+            await self._remove(name)
+            if new is None:
+                self._mark_stale(old)
+            else:
+                # The replacement inherits the series so that the ones it no longer
+                # produces are marked stale after its first run.
+                self._add(new).previous = old.previous
+        for check in wanted.values():
+            self._add(check)
+
+    def _add(self, check: Schedulable) -> _Entry:
+        labels = Labels(check.config.labels)
+        entry = _Entry(
+            check=check,
+            labels=labels,
+            check_labels=labels.merge({"check": check.name, "kind": check.kind}),
+        )
+        self._entries[check.name] = entry
+        if self._state == "running":
+            self._add_job(entry)
+        return entry
+
+    async def _remove(self, name: str) -> None:
+        entry = self._entries.pop(name)
+        if self._aps is not None and self._aps.get_job(name) is not None:
+            self._aps.remove_job(name)
+        await _close_quietly(entry.check)
+
+    def _mark_stale(self, entry: _Entry) -> None:
+        now = round(self._clock() * 1000)
+        stale = [Sample(n, lbl, STALE_NAN) for n, lbl in entry.previous]
+        stale += [Sample(n, entry.check_labels, STALE_NAN) for n in CHECK_METADATA]
+        self._store.append(stale, now)
+
+    def _add_job(self, entry: _Entry) -> None:
+        assert self._aps is not None
+        interval: float = entry.check.config.interval
+        offset = start_offset(entry.check.name, interval, self._offset_cap)
+        first = datetime.now(UTC) + timedelta(seconds=offset)
+        self._aps.add_job(
+            self._run_job,
+            IntervalTrigger(seconds=interval, start_date=first, timezone=UTC),
+            args=(entry.check.name,),
+            id=entry.check.name,
+            name=f"check {entry.check.name}",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=first,
+        )
+
+    # --- running --------------------------------------------------------------------------
+
+    async def _run_job(self, name: str) -> None:
+        entry = self._entries.get(name)
+        if entry is None or self._state != "running":
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            await self.run_once(entry)
+        finally:
+            self._inflight.discard(task)
+
+    async def run_check(self, name: str) -> CheckResult:
+        """Run the named check now, outside its schedule (for tests and the API)."""
+        return await self.run_once(self._entries[name])
+
+    async def run_once(self, entry: _Entry) -> CheckResult:
+        """One run of one check: bounded by its timeout, never raising."""
+        check = entry.check
+        timeout: float = check.config.timeout
+        started_wall = self._clock()
+        started = self._monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                result = await check.run()
+            if not isinstance(result, CheckResult):
+                raise TypeError(f"run() returned {type(result).__name__}, not CheckResult")
+        except TimeoutError:
+            entry.stats.timeouts += 1
+            result = CheckResult(Status.CRITICAL, f"check timed out after {timeout:g}s")
+        except Exception as exc:  # a check's failure is a result, never the scheduler's problem
+            entry.stats.errors += 1
+            log.debug("check %s raised", check.name, exc_info=True)
+            result = CheckResult(Status.UNKNOWN, f"check failed: {_describe(exc)}")
+        duration = self._monotonic() - started
+        result = dataclasses.replace(result, duration=duration)
+        self._record(entry, result, round(started_wall * 1000))
+        return result
+
+    def _record(self, entry: _Entry, result: CheckResult, timestamp: int) -> None:
+        if self._entries.get(entry.check.name) is not entry:
+            return  # removed or replaced while it ran: its series were already dealt with
+        previous = entry.stats.last_result
+        entry.stats.runs += 1
+        entry.stats.last_result = result
+        entry.stats.last_run = timestamp / 1000
+        if previous is None or previous.status != result.status:
+            level = logging.INFO if result.status is Status.OK else logging.WARNING
+            log.log(
+                level,
+                "check %s is %s: %s",
+                entry.check.name,
+                result.status.name,
+                result.message,
+                extra={"check": entry.check.name, "status": result.status.name},
+            )
+        for name, meta in result.metadata.items():
+            self._store.set_metadata(name, meta)
+        samples = _with_labels(result.samples, entry.labels)
+        current = {(s.name, s.labels) for s in samples}
+        stale = [Sample(n, lbl, STALE_NAN) for n, lbl in entry.previous - current]
+        entry.previous = current
+        own = entry.check_labels
+        samples.append(Sample("monitord_check_up", own, 1.0 if result.status.is_up else 0.0))
+        samples.append(Sample("monitord_check_status", own, float(result.status)))
+        samples.append(Sample("monitord_check_duration_seconds", own, result.duration))
+        self._store.append(samples + stale, timestamp)
+
+    # --- views ----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, tuple[str, CheckStats]]:
+        """Per check name: its kind and its counters and last result."""
+        return {name: (e.check.kind, e.stats) for name, e in self._entries.items()}
+
+    @property
+    def in_flight(self) -> int:
+        """How many check runs are going on right now."""
+        return len(self._inflight)
+
+    @property
+    def jobs(self) -> int:
+        """How many checks are scheduled."""
+        return len(self._entries)
+
+
+def _with_labels(samples: Iterable[Sample], extra: Labels) -> list[Sample]:
+    if not extra:
+        return list(samples)
+    return [Sample(s.name, s.labels.merge(extra), s.value, s.timestamp) for s in samples]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _close_quietly(check: Any) -> None:
+    try:
+        await check.aclose()
+    except Exception:
+        log.warning("closing check %s failed", getattr(check, "name", check), exc_info=True)

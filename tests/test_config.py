@@ -1,0 +1,251 @@
+"""The config loader: every error located by file, line and path, all reported at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from checks.base import CheckConfig
+from monitor.cli import main
+from monitor.config import build_config_model, load_config, parse_config
+from monitor.errors import ConfigError
+from monitor.schema import format_duration, parse_duration
+
+
+class WebConfig(CheckConfig):
+    """A check kind used only by these tests."""
+
+    type: Literal["web"]
+    url: str
+
+
+class HostConfig(CheckConfig):
+    """Another test kind, so the union has more than one member."""
+
+    type: Literal["host"]
+
+
+MODEL = build_config_model({"web": WebConfig, "host": HostConfig})
+
+
+def errors_of(text: str, environ: dict[str, str] | None = None, **kw: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, file="m.yaml", model=MODEL, environ=environ or {}, **kw)  # type: ignore[arg-type]
+    return [str(issue) for issue in info.value.issues]
+
+
+def test_a_value_of_the_wrong_type_names_file_line_and_path() -> None:
+    text = "store:\n  retention: 2h\n  max_series: lots\n"
+    assert errors_of(text) == [
+        "m.yaml:3: store.max_series: Input should be a valid integer, "
+        "unable to parse string as an integer"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(
+            "15",
+            "15 is not a duration; write it with a unit, e.g. 15s",
+            id="a bare number asks for a unit",
+        ),
+        pytest.param(
+            "5 minutes",
+            "'5 minutes' is not a duration; use units ms, s, m, h, d, w, y as in 1h30m",
+            id="prose is refused",
+        ),
+        pytest.param(
+            "1m30",
+            "'1m30' is not a duration; use units ms, s, m, h, d, w, y as in 1h30m",
+            id="a trailing number without unit is refused",
+        ),
+    ],
+)
+def test_a_bad_duration_is_located(value: str, expected: str) -> None:
+    text = f"checks:\n  - name: a\n    type: host\n    interval: {value}\n"
+    assert errors_of(text) == [f"m.yaml:4: checks[0].interval: {expected}"]
+
+
+def test_a_zero_duration_is_not_a_positive_interval() -> None:
+    text = "global:\n  scrape_interval: 0\n"
+    assert errors_of(text) == ["m.yaml:2: global.scrape_interval: Input should be greater than 0"]
+
+
+def test_an_unknown_key_suggests_the_closest_one() -> None:
+    text = "store:\n  retension: 2h\n"
+    assert errors_of(text) == ["m.yaml:2: store.retension: unknown key; did you mean 'retention'?"]
+
+
+def test_an_unknown_key_inside_a_check_suggests_from_that_kinds_options() -> None:
+    text = "checks:\n  - name: a\n    type: web\n    ulr: http://127.0.0.1/\n"
+    errors = errors_of(text)
+    assert "m.yaml:4: checks[0].ulr: unknown key; did you mean 'url'?" in errors
+
+
+def test_an_unknown_check_type_suggests_a_known_one() -> None:
+    text = "checks:\n  - name: a\n    type: wbe\n"
+    assert errors_of(text) == [
+        "m.yaml:3: checks[0].type: unknown check type 'wbe'; did you mean 'web'? (known: host, web)"
+    ]
+
+
+def test_a_missing_required_key_points_at_its_mapping() -> None:
+    text = "checks:\n  - name: a\n    type: host\n  - type: web\n    name: b\n"
+    assert errors_of(text) == ["m.yaml:4: checks[1].url: required key is missing"]
+
+
+def test_two_errors_are_reported_at_once_in_file_order() -> None:
+    text = "global:\n  scrape_interval: soon\nstore:\n  max_seriess: 5\n"
+    assert errors_of(text) == [
+        "m.yaml:2: global.scrape_interval: 'soon' is not a duration; "
+        "use units ms, s, m, h, d, w, y as in 1h30m",
+        "m.yaml:4: store.max_seriess: unknown key; did you mean 'max_series'?",
+    ]
+
+
+def test_a_missing_secret_file_is_named(tmp_path: Path) -> None:
+    text = "server:\n  auth_token_file: no-such-token\n"
+    assert errors_of(text, base_dir=tmp_path) == [
+        f"m.yaml:2: server.auth_token_file: cannot read secret file "
+        f"'{tmp_path / 'no-such-token'}': No such file or directory"
+    ]
+
+
+def test_a_secret_file_is_read_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("s3cret\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("server:\n  auth_token_file: token\n")
+    loaded = load_config(config, model=MODEL)
+    assert loaded.server.token is not None
+    assert loaded.server.token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(loaded)
+
+
+def test_a_secret_and_its_file_twin_together_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("x")
+    text = "server:\n  auth_token: a\n  auth_token_file: token\n"
+    assert errors_of(text, base_dir=tmp_path) == [
+        "m.yaml:1: server: set auth_token or auth_token_file, not both"
+    ]
+
+
+def test_environment_variables_are_expanded_with_defaults() -> None:
+    text = "server:\n  listen: ${HOST}:${PORT:-9999}\nstate_dir: ${NOPE:-/tmp/x}\n"
+    config = parse_config(text, model=MODEL, environ={"HOST": "127.0.0.1"})
+    assert config.server.listen == "127.0.0.1:9999"
+    assert str(config.state_dir) == "/tmp/x"
+
+
+def test_an_unset_variable_without_default_is_an_error() -> None:
+    text = "checks:\n  - name: a\n    type: web\n    url: ${API_URL}\n"
+    assert errors_of(text) == [
+        "m.yaml:4: checks[0].url: environment variable API_URL is not set "
+        "(write ${API_URL:-default})"
+    ]
+
+
+def test_a_doubled_dollar_writes_a_literal() -> None:
+    config = parse_config(
+        "checks:\n  - {name: a, type: web, url: 'x$${Y}'}\n", model=MODEL, environ={}
+    )
+    assert config.checks[0].url == "x${Y}"
+
+
+def test_check_defaults_come_from_global() -> None:
+    text = (
+        "global: {scrape_interval: 1m, scrape_timeout: 20s}\n"
+        "checks:\n  - {name: a, type: host}\n  - {name: b, type: host, interval: 5s}\n"
+    )
+    a, b = parse_config(text, model=MODEL).checks
+    assert (a.interval, a.timeout) == (60.0, 20.0)
+    assert (b.interval, b.timeout) == (5.0, 5.0)  # the timeout is capped at the interval
+
+
+def test_a_timeout_longer_than_the_interval_is_refused() -> None:
+    text = "checks:\n  - name: a\n    type: host\n    interval: 5s\n    timeout: 10s\n"
+    assert errors_of(text) == [
+        "m.yaml:5: checks[0].timeout: timeout 10s is longer than the interval 5s"
+    ]
+
+
+def test_duplicate_check_names_are_refused() -> None:
+    text = "checks:\n  - name: a\n    type: host\n  - name: a\n    type: host\n"
+    assert errors_of(text) == [
+        "m.yaml:4: checks[1].name: duplicate check name 'a' (also checks[0])"
+    ]
+
+
+def test_invalid_yaml_gives_the_line() -> None:
+    assert errors_of("store:\n  retention: [2h\n") == [
+        "m.yaml:3: invalid YAML: expected ',' or ']', but got '<stream end>'"
+    ]
+
+
+def test_a_bad_listen_address_is_explained() -> None:
+    assert errors_of("server:\n  listen: localhost\n") == [
+        "m.yaml:2: server.listen: 'localhost' is not host:port (use [addr]:port for IPv6)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        pytest.param("15s", 15.0, id="seconds"),
+        pytest.param("1h30m", 5400.0, id="hours and minutes"),
+        pytest.param("100ms", 0.1, id="milliseconds"),
+        pytest.param("2d", 172800.0, id="days"),
+    ],
+)
+def test_durations_round_trip(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+    assert format_duration(seconds) == text
+
+
+def test_check_config_exits_0_for_a_good_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("checks:\n  - {name: host, type: system}\n")
+    assert main(["check-config", str(good)]) == 0
+    assert capsys.readouterr().out == f"{good}: OK (1 checks of kinds system)\n"
+
+
+def test_check_config_exits_2_and_lists_every_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("store:\n  retension: 2h\nchecks:\n  - {name: host, type: sytem}\n")
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2: store.retension: unknown key; did you mean 'retention'?" in err
+    assert f"{bad}:4: checks[0].type: unknown check type 'sytem'; did you mean 'system'?" in err
+    assert f"{bad}: FAILED (2 errors)" in err
+
+
+def test_check_config_exits_2_for_a_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", str(tmp_path / "none.yaml")]) == 2
+    assert "cannot read: No such file or directory" in capsys.readouterr().err
+
+
+def test_the_example_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).parent.parent / "config.example.yaml"
+    assert main(["check-config", str(example)]) == 0
+
+
+def test_config_schema_is_json_schema_of_the_same_models(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["config-schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) >= {"global", "server", "store", "checks", "state_dir"}
+    store = schema["$defs"]["StoreConfig"]["properties"]
+    assert store["retention"]["default"] == "2h"
+    kinds = json.dumps(schema["properties"]["checks"])
+    assert "system" in json.dumps(schema["$defs"]) and "$ref" in kinds
