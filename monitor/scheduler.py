@@ -213,6 +213,8 @@ class Scheduler:
 
     def _mark_stale(self, entry: _Entry) -> None:
         now = round(self._clock() * 1000)
+        if entry.stats.last_run is not None:  # a marker must come after the last sample
+            now = max(now, round(entry.stats.last_run * 1000) + 1)
         stale = [Sample(n, lbl, STALE_NAN) for n, lbl in entry.previous]
         stale += [Sample(n, entry.check_labels, STALE_NAN) for n in CHECK_METADATA]
         self._store.append(stale, now)

@@ -1,0 +1,186 @@
+"""The scheduler: timeouts, failures as results, cadence, stale markers, self series."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from monitor.model import CheckResult, Labels, Sample, Status, is_stale_nan
+from monitor.scheduler import Scheduler
+from monitor.store import Store
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    """The options the scheduler reads of a check."""
+
+    interval: float
+    timeout: float
+    labels: dict[str, str] = field(default_factory=dict)
+    enabled: bool = True
+
+
+class RecordingCheck:
+    """A check that records when it ran and does what it is told."""
+
+    kind = "fake"
+
+    def __init__(
+        self, name: str, config: FakeConfig, behaviour: str = "ok", samples: tuple[Sample, ...] = ()
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.behaviour = behaviour
+        self.samples = samples
+        self.starts: list[float] = []
+        self.closed = False
+
+    async def run(self) -> CheckResult:
+        self.starts.append(time.monotonic())
+        if self.behaviour == "hang":
+            await asyncio.sleep(3600)
+        if self.behaviour == "raise":
+            raise ConnectionRefusedError("connection refused by 127.0.0.1:1")
+        return CheckResult(Status.OK, "fine", self.samples)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def value_of(store: Store, name: str, **labels: str) -> float:
+    series = store.get(name, Labels(labels))
+    assert series is not None, f"no series {name}{labels}"
+    value = series.last_value
+    assert value is not None
+    return value
+
+
+async def test_a_hanging_check_is_cut_at_its_timeout_while_a_fast_one_keeps_its_cadence() -> None:
+    store = Store()
+    scheduler = Scheduler(store, start_offset_cap=0)
+    hanging = RecordingCheck("hangs", FakeConfig(interval=3.0, timeout=2.0), "hang")
+    fast = RecordingCheck("fast", FakeConfig(interval=1.0, timeout=0.5))
+    await scheduler.start()
+    await scheduler.set_checks([hanging, fast])
+    await asyncio.sleep(4.6)
+    stats = scheduler.stats()
+    await scheduler.stop()
+
+    gaps = [b - a for a, b in zip(fast.starts, fast.starts[1:], strict=False)]
+    assert len(fast.starts) >= 4, fast.starts
+    assert all(0.8 < gap < 1.25 for gap in gaps), gaps
+    result = stats["hangs"][1].last_result
+    assert result is not None
+    assert result.status is Status.CRITICAL
+    assert result.message == "check timed out after 2s"
+    assert 1.9 < result.duration < 2.5
+    assert stats["hangs"][1].timeouts >= 1
+    assert value_of(store, "monitord_check_up", check="hangs", kind="fake") == 0.0
+    assert value_of(store, "monitord_check_status", check="hangs", kind="fake") == 2.0
+    assert value_of(store, "monitord_check_up", check="fast", kind="fake") == 1.0
+
+
+async def test_a_check_that_raises_becomes_unknown_with_the_message() -> None:
+    store = Store()
+    scheduler = Scheduler(store)
+    check = RecordingCheck("broken", FakeConfig(interval=60, timeout=5), "raise")
+    await scheduler.set_checks([check])
+    result = await scheduler.run_check("broken")
+    assert result.status is Status.UNKNOWN
+    assert result.message == (
+        "check failed: ConnectionRefusedError: connection refused by 127.0.0.1:1"
+    )
+    assert scheduler.stats()["broken"][1].errors == 1
+    assert value_of(store, "monitord_check_status", check="broken", kind="fake") == 3.0
+
+
+async def test_samples_get_the_checks_labels_and_the_run_timestamp() -> None:
+    store = Store()
+    scheduler = Scheduler(store, clock=lambda: 1_700_000_000.0)
+    sample = Sample("thing_bytes", Labels.of(device="sda"), 42.0)
+    check = RecordingCheck("t", FakeConfig(60, 5, labels={"team": "web"}), samples=(sample,))
+    await scheduler.set_checks([check])
+    await scheduler.run_check("t")
+    series = store.get("thing_bytes", Labels.of(device="sda", team="web"))
+    assert series is not None
+    assert series.points() == [(1_700_000_000_000, 42.0)]
+    own = store.get(
+        "monitord_check_duration_seconds", Labels.of(check="t", kind="fake", team="web")
+    )
+    assert own is not None
+
+
+async def test_a_series_that_disappears_gets_a_stale_marker() -> None:
+    store = Store()
+    now = [1000.0]
+    scheduler = Scheduler(store, clock=lambda: now[0])
+    check = RecordingCheck(
+        "t", FakeConfig(60, 5), samples=(Sample("a", Labels(), 1.0), Sample("b", Labels(), 2.0))
+    )
+    await scheduler.set_checks([check])
+    await scheduler.run_check("t")
+    check.samples = (Sample("a", Labels(), 1.5),)
+    now[0] += 15
+    await scheduler.run_check("t")
+    b = store.get("b", Labels())
+    assert b is not None and b.last_value is not None
+    assert is_stale_nan(b.last_value)
+    assert value_of(store, "a") == 1.5
+
+
+async def test_a_failed_run_marks_the_checks_series_stale() -> None:
+    store = Store()
+    now = [1000.0]
+    scheduler = Scheduler(store, clock=lambda: now[0])
+    check = RecordingCheck("t", FakeConfig(60, 5), samples=(Sample("a", Labels(), 1.0),))
+    await scheduler.set_checks([check])
+    await scheduler.run_check("t")
+    check.behaviour = "raise"
+    now[0] += 15
+    await scheduler.run_check("t")
+    assert is_stale_nan(value_of(store, "a"))
+
+
+async def test_an_unchanged_check_survives_set_checks_and_a_removed_one_is_closed() -> None:
+    store = Store()
+    scheduler = Scheduler(store)
+    keep = RecordingCheck("keep", FakeConfig(60, 5))
+    gone = RecordingCheck("gone", FakeConfig(60, 5), samples=(Sample("g", Labels(), 1.0),))
+    await scheduler.set_checks([keep, gone])
+    await scheduler.run_check("gone")
+    again = RecordingCheck("keep", FakeConfig(60, 5))
+    await scheduler.set_checks([again])
+    assert set(scheduler.stats()) == {"keep"}
+    assert gone.closed and again.closed and not keep.closed
+    assert is_stale_nan(value_of(store, "g"))
+    assert is_stale_nan(value_of(store, "monitord_check_up", check="gone", kind="fake"))
+
+
+async def test_stop_lets_a_running_check_finish() -> None:
+    store = Store()
+    scheduler = Scheduler(store, start_offset_cap=0)
+
+    class Slow(RecordingCheck):
+        async def run(self) -> CheckResult:
+            await asyncio.sleep(0.5)
+            return CheckResult(Status.OK, "done")
+
+    slow = Slow("slow", FakeConfig(60, 5))
+    await scheduler.start()
+    await scheduler.set_checks([slow])
+    await asyncio.sleep(0.2)
+    assert scheduler.in_flight == 1
+    await scheduler.stop(grace=5)
+    assert value_of(store, "monitord_check_up", check="slow", kind="fake") == 1.0
+    assert slow.closed
+
+
+async def test_a_scheduler_cannot_start_twice() -> None:
+    scheduler = Scheduler(Store())
+    await scheduler.start()
+    with pytest.raises(Exception, match="cannot start: it is running"):
+        await scheduler.start()
+    await scheduler.stop()
