@@ -391,9 +391,9 @@ def _check_models(model: type[Config]) -> list[Any]:
     tp = _unwrap(model.model_fields["checks"].annotation)
     args = get_args(tp)
     union = _unwrap(args[0]) if args else None
-    if union is None or get_origin(union) not in (Union, types.UnionType):
-        return []
-    return [_unwrap(m) for m in get_args(union)]
+    if get_origin(union) in (Union, types.UnionType):
+        return [_unwrap(m) for m in get_args(union)]
+    return [union] if _model_tag(union) is not None else []  # a union of one collapses
 
 
 def _resolve(
