@@ -229,3 +229,10 @@ def test_metrics_pass_promtool_check_metrics(start_daemon) -> None:  # type: ign
     unexpected = [f for f in findings if "metric names should be written in 'snake_case'" not in f]
     assert unexpected == []
     assert all(f.startswith("node_memory_") for f in findings), findings
+
+
+def test_external_labels_are_not_added_to_metrics(start_daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon: Running = start_daemon("global:\n  external_labels: {dc: east}\n" + GOOD_CONFIG)
+    daemon.notifications(until="READY=1")
+    wait_for(lambda: daemon.metric("node_load1") is not None)
+    assert 'dc="east"' not in daemon.get("/metrics")[2]
