@@ -232,7 +232,7 @@ def test_metrics_pass_promtool_check_metrics(start_daemon) -> None:  # type: ign
 
 
 def test_external_labels_are_not_added_to_metrics(start_daemon) -> None:  # type: ignore[no-untyped-def]
-    daemon: Running = start_daemon("global:\n  external_labels: {dc: east}\n" + GOOD_CONFIG)
+    daemon: Running = start_daemon("global:\n  external_labels: {{dc: east}}\n" + GOOD_CONFIG)
     daemon.notifications(until="READY=1")
     wait_for(lambda: daemon.metric("node_load1") is not None)
     assert 'dc="east"' not in daemon.get("/metrics")[2]
