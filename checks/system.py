@@ -401,6 +401,7 @@ class SystemCheck(Check[SystemConfig]):
             config.diskstats_device_exclude, config.diskstats_device_include
         )
         self._cpu_counters = _CpuCounters()
+        self._failing: set[str] = set()
 
     async def run(self) -> CheckResult:
         """Read everything in one trip to a worker thread and sum it up in one line."""
@@ -423,18 +424,25 @@ class SystemCheck(Check[SystemConfig]):
             "boot time": self._boot_time,
             "time": self._time,
         }
+        failing = set()
         for part, collect in parts.items():
             try:
                 samples.extend(collect())
             except Exception as exc:
-                log.warning("check %s: cannot read %s: %s", self.name, part, exc)
+                failing.add(part)
                 failures.append(f"cannot read {part}: {exc}".replace("\n", " "))
+                # Once per outage: the message of every result says it again.
+                if part not in self._failing:
+                    log.warning("check %s: cannot read %s: %s", self.name, part, exc)
+        for part in self._failing - failing:
+            log.info("check %s: reads %s again", self.name, part)
+        self._failing = failing
         return samples, failures
 
     def _cpu(self) -> list[Sample]:
         times = parse_cpu_times(self._host.stat(), self._host.clock_ticks())
         return [
-            Sample("node_cpu_seconds_total", Labels({"cpu": cpu, "mode": mode}), seconds)
+            Sample("node_cpu_seconds_total", Labels.of(cpu=cpu, mode=mode), seconds)
             for cpu, values in self._cpu_counters.update(times).items()
             for mode, seconds in zip(CPU_MODES, values, strict=True)
         ]
