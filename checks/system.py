@@ -18,7 +18,6 @@ psutil's figure differs there:
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 import threading
@@ -32,6 +31,7 @@ import psutil
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from checks.base import Check, CheckConfig
+from monitor.log import get_logger
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
     "parse_mounts",
 ]
 
-log = logging.getLogger("monitord.checks.system")
+log = get_logger("checks.system")
 
 # The defaults of the installed node_exporter (Debian's 1.5.0, `prometheus-node-exporter
 # --help`). Newer upstream releases differ: they also skip zram devices and erofs, skip only
