@@ -4,9 +4,9 @@ A series is a metric name plus :class:`~monitor.model.Labels`. Each keeps its ne
 ``samples_per_series`` points as ``(timestamp, value)``: timestamps are int
 milliseconds since the epoch, as in Prometheus, and values are floats stored
 bit for bit, so the staleness marker :data:`~monitor.model.STALE_NAN` survives.
-Points live in two compact arrays (``array('q')`` and ``array('d')``) that grow
+Points live in two compact arrays (signed 64-bit ints and doubles) that grow
 up to the capacity and are then overwritten in place, so memory is bounded by
-``samples_per_series * max_series``.
+``samples_per_series * max_series``: 16 bytes a point, plus per-series overhead.
 
 Concurrency: none. The daemon is single-threaded asyncio and no method here
 awaits, so every call runs to completion without interleaving; there are no
@@ -20,9 +20,10 @@ import re
 import struct
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
 from monitor.model import Labels, MetricMetadata, Sample
 
@@ -31,7 +32,10 @@ __all__ = ["MatchOp", "Matcher", "Series", "Store", "StoreStats"]
 NAME_LABEL: Final = "__name__"
 
 _NO_TIMESTAMP: Final = -(2**63)  # below every storable timestamp: an empty series' "last"
+# Timestamps are signed 64-bit. "l" is that on 64-bit Linux and converts faster than "q".
+_TS_CODE: Final = "l" if array("l").itemsize == 8 else "q"
 _DOUBLE: Final = struct.Struct("<d")
+_NO_VIEW: Final = memoryview(b"")
 _EMPTY_POSTINGS: Final[frozenset[Series]] = frozenset()
 
 
@@ -92,22 +96,24 @@ class Series:
     """
 
     # _head is -1 while the ring is still growing (points are in order in
-    # [0, len)); once full, it is the slot of the oldest point, the next to go.
-    __slots__ = ("_head", "_last_ts", "_ts", "_vs", "labels", "name")
+    # [0, len)); once full, it is the slot of the oldest point, the next to go,
+    # and _tsw/_vsw are memoryviews of the arrays: item assignment through a
+    # memoryview converts the number directly, where the array parses a format.
+    __slots__ = ("_head", "_last_ts", "_ts", "_tsw", "_vs", "_vsw", "labels", "name")
 
     name: str
     labels: Labels
     _ts: array[int]
     _vs: array[float]
+    _tsw: memoryview[int]
+    _vsw: memoryview[float]
     _head: int
     _last_ts: int
 
     def __init__(self, name: str, labels: Labels) -> None:
         self.name = name
         self.labels = labels
-        self._ts = array("q")
-        self._vs = array("d")
-        self._head = -1
+        self._set_arrays(array(_TS_CODE), array("d"), -1)
         self._last_ts = _NO_TIMESTAMP
 
     def __len__(self) -> int:
@@ -159,6 +165,13 @@ class Series:
             out.extend(zip(ts[lo:hi], vs[lo:hi], strict=True))
         return out
 
+    def _set_arrays(self, ts: array[int], vs: array[float], head: int) -> None:
+        """Install new storage; ``head`` -1 means still growing, else the ring is full."""
+        self._ts, self._vs, self._head = ts, vs, head
+        # An exported array cannot grow, so growing rings get views of nothing.
+        self._tsw = memoryview(ts) if head >= 0 else _NO_VIEW
+        self._vsw = cast("memoryview[float]", memoryview(vs) if head >= 0 else _NO_VIEW)
+
     def _segments(self) -> tuple[tuple[int, int], ...]:
         """The ring's slot ranges in time order: each is sorted, and each is older than the next."""
         h, n = self._head, len(self._ts)
@@ -184,15 +197,12 @@ class Series:
         elif h <= 0:
             # Copy anyway: array slices are allocated at their exact size, growth is not.
             ts, vs = ts[:], vs[:]
-        self._ts, self._vs = ts, vs
-        self._head = 0 if len(ts) == capacity else -1
+        self._set_arrays(ts, vs, 0 if len(ts) == capacity else -1)
 
     def _drop_slot(self, slot: int) -> None:
         """Remove a full ring's oldest point (``slot``, the head): repairs a half-done overwrite."""
         ts, vs = self._ts, self._vs
-        self._ts = ts[slot + 1 :] + ts[:slot]
-        self._vs = vs[slot + 1 :] + vs[:slot]
-        self._head = -1
+        self._set_arrays(ts[slot + 1 :] + ts[:slot], vs[slot + 1 :] + vs[:slot], -1)
 
 
 @dataclass(frozen=True)
@@ -225,6 +235,7 @@ class Store:
     ) -> None:
         _check_settings(samples_per_series, retention, max_series)
         self._capacity = samples_per_series
+        self._next_slot = _next_slots(samples_per_series)
         self._retention_ms = round(retention * 1000)
         self._max_series = max_series
         # name -> labels -> series: the append path's lookup, and the name index.
@@ -246,31 +257,45 @@ class Store:
 
         Refused and counted: a sample older than its series' newest point, one
         with the same timestamp but a different value, one that would create a
-        series beyond ``max_series``, and one whose timestamp is not an int64 or
-        whose value is not a float. A repeat of the newest point is ignored.
+        series beyond ``max_series``, and, as invalid, one whose timestamp is not
+        an int64 or whose value is not a float. A repeat of the newest point is
+        ignored. A refused or invalid sample does not stop the rest of the batch.
         """
+        batch = samples if isinstance(samples, Collection) else list(samples)
         by_name = self._by_name
         cap = self._capacity
-        accepted = 0
+        next_slot = self._next_slot
+        no_series: dict[Labels, Series] = {}
+        rejected = 0
         invalid = 0
-        # The hot path: one dict lookup per level and the ring write inlined, no
-        # allocation per sample. Keep it free of method calls.
-        for s in samples:
+        # The hot path: two dict lookups and the ring write inlined, through
+        # memoryviews once the ring is full; no method call and no allocation
+        # per sample. Accepted samples are not counted: rejected ones are.
+        for s in batch:
             try:
                 ts = s.timestamp
                 if ts is None:
                     ts = default_timestamp
-                inner = by_name.get(s.name)
-                ser = None if inner is None else inner.get(s.labels)
+                ser = by_name.get(s.name, no_series).get(s.labels)
                 if ser is None:
-                    accepted += self._create(s, ts)
+                    if not self._create(s, ts):
+                        rejected += 1
                     continue
                 if ts <= ser._last_ts:
                     self._refuse_old(ser, ts, s.value)
+                    rejected += 1
                     continue
                 h = ser._head
-                tsa = ser._ts
-                if h < 0:
+                if h >= 0:
+                    ser._tsw[h] = ts
+                    try:
+                        ser._vsw[h] = s.value
+                    except BaseException:
+                        ser._drop_slot(h)
+                        raise
+                    ser._head = next_slot[h]
+                else:
+                    tsa = ser._ts
                     tsa.append(ts)
                     try:
                         ser._vs.append(s.value)
@@ -278,36 +303,27 @@ class Store:
                         tsa.pop()
                         raise
                     if len(tsa) == cap:
-                        ser._head = 0
-                else:
-                    tsa[h] = ts
-                    try:
-                        ser._vs[h] = s.value
-                    except BaseException:
-                        ser._drop_slot(h)
-                        raise
-                    h += 1
-                    ser._head = 0 if h == cap else h
+                        ser._set_arrays(tsa, ser._vs, 0)
                 ser._last_ts = ts
-                accepted += 1
-            except (TypeError, ValueError, OverflowError):
+            except (AttributeError, TypeError, ValueError, OverflowError):
                 invalid += 1
+        accepted = len(batch) - rejected - invalid
         self._appended_total += accepted
         self._invalid_total += invalid
         return accepted
 
-    def _create(self, sample: Sample, ts: int) -> int:
-        """Start a series with its first point; 1 if done, 0 if refused by ``max_series``."""
+    def _create(self, sample: Sample, ts: int) -> bool:
+        """Start a series with its first point; False if ``max_series`` refuses it."""
         if self._count >= self._max_series:
             self._series_refused_total += 1
-            return 0
+            return False
         name, labels = sample.name, sample.labels
         ser = Series(name, labels)
         # Build the arrays before touching the index, so a bad sample leaves no trace.
-        ser._ts = array("q", (ts,))
-        ser._vs = array("d", (sample.value,))
+        ser._set_arrays(
+            array(_TS_CODE, (ts,)), array("d", (sample.value,)), 0 if self._capacity == 1 else -1
+        )
         ser._last_ts = ts
-        ser._head = 0 if self._capacity == 1 else -1
         inner = self._by_name.get(name)
         if inner is None:
             self._by_name[name] = {labels: ser}
@@ -318,7 +334,7 @@ class Store:
         for label, value in labels.items_tuple():
             postings.setdefault(label, {}).setdefault(value, set()).add(ser)
         self._count += 1
-        return 1
+        return True
 
     def _refuse_old(self, ser: Series, ts: int, value: float) -> None:
         """Count a sample not newer than its series' newest point, unless it repeats it exactly."""
@@ -338,7 +354,7 @@ class Store:
         Matchers that a missing label cannot satisfy pick candidates from the
         index; the others then filter them.
         """
-        required: list[set[Series] | frozenset[Series]] = []
+        required: list[AbstractSet[Series]] = []
         filters: list[Matcher] = []
         for m in matchers:
             if m.matches(""):
@@ -350,19 +366,21 @@ class Store:
             required.append(postings)
         if required:
             required.sort(key=len)
-            candidates = set(required[0]).intersection(*required[1:])
+            found = required[0] & required[1] if len(required) > 1 else required[0]
+            for more in required[2:]:
+                found = found & more
             for m in filters:
-                candidates = {s for s in candidates if m.matches(_label_value(s, m.name))}
-        else:
-            candidates = set(self)
-            for m in filters:
-                # Drop the series whose value of the label fails; a missing label passes.
-                for value, holders in self._postings.get(m.name, {}).items():
-                    if not m.matches(value):
-                        candidates -= holders
+                found = {s for s in found if m.matches(_label_value(s, m.name))}
+            return sorted(found, key=_series_key)
+        candidates = set(self)
+        for m in filters:
+            # Drop the series whose value of the label fails; a missing label passes.
+            for value, holders in self._postings.get(m.name, {}).items():
+                if not m.matches(value):
+                    candidates -= holders
         return sorted(candidates, key=_series_key)
 
-    def _postings_for(self, m: Matcher) -> set[Series] | frozenset[Series]:
+    def _postings_for(self, m: Matcher) -> AbstractSet[Series]:
         """The series whose ``m.name`` label satisfies ``m``; must not be mutated."""
         by_value = self._postings.get(m.name)
         if by_value is None:
@@ -437,6 +455,7 @@ class Store:
             for ser in self:
                 ser._linearize(capacity)
             self._capacity = capacity
+            self._next_slot = _next_slots(capacity)
         self._retention_ms = round(retention_s * 1000)
         self._max_series = limit
 
@@ -462,6 +481,11 @@ def _check_settings(samples_per_series: int, retention: float, max_series: int) 
         raise ValueError(f"retention must be a positive number of seconds, got {retention}")
     if max_series < 0:
         raise ValueError(f"max_series must not be negative, got {max_series}")
+
+
+def _next_slots(capacity: int) -> list[int]:
+    """``slot + 1`` wrapping to 0, precomputed: the hot path then allocates no int per write."""
+    return [*range(1, capacity), 0]
 
 
 def _label_value(series: Series, name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -230,6 +231,22 @@ def test_bad_samples_are_counted_and_skipped(capacity: int, bad: Sample) -> None
     stats = store.stats()
     assert stats.samples_invalid_total == 1
     assert stats.samples_out_of_order_total == 0
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        pytest.param(list, id="a list batch"),
+        pytest.param(iter, id="a one-shot iterator batch"),
+    ],
+)
+def test_a_foreign_object_in_a_batch_is_counted_and_the_rest_is_stored(wrap: Any) -> None:
+    store = Store()
+    batch = [Sample(NAME, LABELS, 1.0, T0), object(), Sample(NAME, LABELS, 2.0, T0 + 1)]
+    assert store.append(wrap(batch), 0) == 2
+    assert series_of(store).points() == [(T0, 1.0), (T0 + 1, 2.0)]
+    stats = store.stats()
+    assert (stats.appended_total, stats.samples_invalid_total) == (2, 1)
 
 
 def test_a_bad_first_sample_leaves_no_series_behind() -> None:
