@@ -24,11 +24,14 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 import monitor
-from monitor.model import MetricType, is_stale_nan
+from monitor.model import MetricMetadata, MetricType, is_stale_nan
 from monitor.scheduler import CheckStats
-from monitor.store import Matcher, MatchOp, Store
+from monitor.store import Series, Store
 
 __all__ = ["ReloadStatus", "SelfCollector", "StoreCollector", "build_registry", "render"]
+
+
+_Layout = tuple[list[Series], list[tuple[Series, dict[str, str]]]]
 
 
 @dataclass(slots=True)
@@ -50,27 +53,54 @@ class StoreCollector(Collector):
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        # Per name, from the last collect: its series in store order, and the same series
+        # in label order with their labels as the dict a sample needs. Reused while the
+        # name's series are the same objects, so a scrape neither sorts nor builds dicts.
+        self._layout: dict[str, _Layout] = {}
 
     def collect(self) -> Iterable[Metric]:
-        """One family per metric name, in name order."""
+        """One family per metric name, in name order; series in label order."""
         store = self._store
-        for name in store.names():
-            meta = store.metadata(name)
-            typ = meta.type if meta is not None else MetricType.GAUGE
-            doc = meta.help if meta is not None and meta.help else name
-            if typ is MetricType.COUNTER and name.endswith("_total"):
-                family: Metric = Metric(name[: -len("_total")], doc, "counter")
-            elif typ is MetricType.UNKNOWN or typ is MetricType.COUNTER:
-                family = Metric(name, doc, "unknown")
-            else:
-                family = Metric(name, doc, "gauge")
-            for series in store.select([Matcher("__name__", MatchOp.EQ, name)]):
+        # One pass over a snapshot of the store rather than a select() per name, which
+        # copies and sorts a posting set each time, and the layout reused: 10,000 series
+        # (10 names) collect in 10-20 ms instead of 50-85 ms (bench/scrape.py). The label
+        # dicts are shared between scrapes; the encoders only read them.
+        by_name: dict[str, list[Series]] = {}
+        for series in store:
+            by_name.setdefault(series.name, []).append(series)
+        previous, layout = self._layout, {}
+        for name in sorted(by_name):
+            current = by_name[name]
+            cached = previous.get(name)
+            if cached is None or cached[0] != current:  # Series compare by identity
+                ordered = sorted(current, key=_label_pairs)
+                cached = (current, [(s, dict(s.labels.items_tuple())) for s in ordered])
+            layout[name] = cached
+            family = _family(name, store.metadata(name))
+            add_sample = family.add_sample
+            for series, labels in cached[1]:
                 value = series.last_value
                 if value is None or is_stale_nan(value):
                     continue
-                family.add_sample(name, dict(series.labels), value)
+                add_sample(name, labels, value)
             if family.samples:
                 yield family
+        self._layout = layout
+
+
+def _family(name: str, meta: MetricMetadata | None) -> Metric:
+    """An empty family for a stored metric name, typed as its producer declared."""
+    typ = meta.type if meta is not None else MetricType.GAUGE
+    doc = meta.help if meta is not None and meta.help else name
+    if typ is MetricType.COUNTER and name.endswith("_total"):
+        return Metric(name[: -len("_total")], doc, "counter")
+    if typ is MetricType.UNKNOWN or typ is MetricType.COUNTER:
+        return Metric(name, doc, "unknown")
+    return Metric(name, doc, "gauge")
+
+
+def _label_pairs(series: Series) -> tuple[tuple[str, str], ...]:
+    return series.labels.items_tuple()
 
 
 class SelfCollector(Collector):
