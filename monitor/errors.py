@@ -3,7 +3,9 @@
 MonitordError
 ├── ConfigError        the config file (or a reload) is invalid; carries every issue found
 ├── PluginError        a check or receiver kind is missing or is not a proper plugin
-└── LifecycleError     a component was used out of order (started twice, used after close)
+├── LifecycleError     a component was used out of order (started twice, used after close)
+└── QueryError         a PromQL expression cannot be parsed or evaluated
+    └── UnsupportedQueryError   it uses a PromQL feature monitord does not implement
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "ConfigIssue", "LifecycleError", "MonitordError", "PluginError"]
+__all__ = [
+    "ConfigError",
+    "ConfigIssue",
+    "LifecycleError",
+    "MonitordError",
+    "PluginError",
+    "QueryError",
+    "UnsupportedQueryError",
+]
 
 
 class MonitordError(Exception):
@@ -54,3 +64,16 @@ class PluginError(MonitordError):
 
 class LifecycleError(MonitordError):
     """A component was used in the wrong state (started twice, used after close)."""
+
+
+class QueryError(MonitordError):
+    """A PromQL expression is invalid, or its evaluation failed; ``expr`` is the text."""
+
+    def __init__(self, expr: str, reason: str) -> None:
+        self.expr = expr
+        self.reason = reason
+        super().__init__(reason)
+
+
+class UnsupportedQueryError(QueryError):
+    """The expression is valid PromQL but needs a feature monitord does not implement."""
