@@ -11,6 +11,8 @@ from typing import Final
 
 __all__ = [
     "STALE_NAN",
+    "Alert",
+    "AlertState",
     "CheckResult",
     "Labels",
     "MetricMetadata",
@@ -159,3 +161,55 @@ class CheckResult:
     def __post_init__(self) -> None:
         if math.isnan(self.duration) or self.duration < 0:
             raise ValueError(f"duration must be a non-negative number, got {self.duration!r}")
+
+
+class AlertState(enum.StrEnum):
+    """The state of one alert instance, spelt as Prometheus' API spells it.
+
+    A resolved alert is an INACTIVE one with ``resolved_at`` set, as in Prometheus.
+    """
+
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+
+    @property
+    def rank(self) -> int:
+        """Order for "the highest state of a rule's alerts": firing > pending > inactive."""
+        return _ALERT_STATE_RANK[self]
+
+
+_ALERT_STATE_RANK: Final = {AlertState.INACTIVE: 0, AlertState.PENDING: 1, AlertState.FIRING: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One instance of an alerting rule, as the API shows it and notifiers receive it.
+
+    Times are int milliseconds since the epoch (``None`` when not reached), like
+    sample timestamps. ``labels`` include ``alertname`` and the rule's labels;
+    they do not include external labels (the hand-off to notifiers adds those).
+    ``valid_until`` is set when the alert is sent: a receiver should consider a
+    firing alert resolved if it hears nothing more of it by then.
+    """
+
+    labels: Labels
+    annotations: Labels
+    state: AlertState
+    active_at: int
+    value: float
+    fired_at: int | None = None
+    resolved_at: int | None = None
+    keep_firing_since: int | None = None
+    last_sent_at: int | None = None
+    valid_until: int | None = None
+
+    @property
+    def starts_at(self) -> int | None:
+        """When the alert began for a receiver: when it fired (Prometheus' ``StartsAt``)."""
+        return self.fired_at
+
+    @property
+    def ends_at(self) -> int | None:
+        """When it resolved, or else until when a firing alert stays valid (``EndsAt``)."""
+        return self.resolved_at if self.resolved_at is not None else self.valid_until
