@@ -1,21 +1,159 @@
-"""Parse PromQL text into ``promql-parser``'s AST, translating its errors into QueryError."""
+"""Parse PromQL text into ``promql-parser``'s AST and refuse what monitord does not evaluate.
+
+The grammar is the ``promql-parser`` package's; this module translates its
+errors into :class:`~monitor.errors.QueryError` and walks the tree once so that
+anything outside monitord's subset (subqueries, ``@``, native-histogram and
+experimental functions, ...) raises :class:`~monitor.errors.UnsupportedQueryError`
+before evaluation starts, never a wrong answer later.
+"""
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import promql_parser
 
-from monitor.errors import QueryError
+from monitor.errors import QueryError, UnsupportedQueryError
 
-__all__ = ["Expr", "parse_expr"]
+__all__ = [
+    "AGGREGATIONS",
+    "FUNCTIONS",
+    "Expr",
+    "parse_expr",
+    "unsupported_reason",
+]
 
 Expr: TypeAlias = Any  # promql_parser.Expr; the package ships no type information
 
+#: The functions the engine evaluates.
+FUNCTIONS: Final = frozenset(
+    {
+        # rates and changes of counters and gauges
+        "rate", "irate", "increase", "delta", "idelta", "deriv", "predict_linear",
+        "changes", "resets",
+        # over time
+        "avg_over_time", "min_over_time", "max_over_time", "sum_over_time",
+        "count_over_time", "quantile_over_time", "stddev_over_time", "stdvar_over_time",
+        "last_over_time", "present_over_time", "absent_over_time",
+        # instant vector maths
+        "abs", "ceil", "floor", "round", "clamp", "clamp_min", "clamp_max", "sgn",
+        "exp", "ln", "log2", "log10", "sqrt",
+        "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh",
+        "asinh", "acosh", "atanh", "deg", "rad", "pi",
+        # time and dates
+        "time", "timestamp", "day_of_month", "day_of_week", "day_of_year",
+        "days_in_month", "hour", "minute", "month", "year",
+        # types, labels, ordering, presence
+        "vector", "scalar", "absent", "label_replace", "label_join", "sort", "sort_desc",
+        # classic histograms
+        "histogram_quantile",
+    }
+)  # fmt: skip
+
+#: The aggregation operators the engine evaluates.
+AGGREGATIONS: Final = frozenset(
+    {
+        "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
+        "quantile", "topk", "bottomk", "count_values",
+    }
+)  # fmt: skip
+
+_NATIVE_HISTOGRAM_FUNCTIONS: Final = frozenset(
+    {
+        "histogram_avg",
+        "histogram_count",
+        "histogram_fraction",
+        "histogram_quantiles",
+        "histogram_stddev",
+        "histogram_stdvar",
+        "histogram_sum",
+    }
+)
+# Experimental in Prometheus (behind --enable-feature=promql-experimental-functions).
+_EXPERIMENTAL_FUNCTIONS: Final = frozenset(
+    {
+        "double_exponential_smoothing",
+        "first_over_time",
+        "info",
+        "mad_over_time",
+        "sort_by_label",
+        "sort_by_label_desc",
+        "ts_of_first_over_time",
+        "ts_of_last_over_time",
+        "ts_of_max_over_time",
+        "ts_of_min_over_time",
+        "start",
+        "end",
+        "range",
+        "step",
+    }
+)
+
 
 def parse_expr(text: str) -> Expr:
-    """Parse ``text`` as PromQL; raise :class:`QueryError` naming the problem if it is invalid."""
+    """Parse ``text`` as PromQL; raise :class:`QueryError` if it is invalid.
+
+    Valid PromQL that needs a feature monitord does not implement raises
+    :class:`UnsupportedQueryError`, naming the feature.
+    """
     try:
-        return promql_parser.parse(text)
+        expr = promql_parser.parse(text)
     except ValueError as exc:
         raise QueryError(text, f"cannot parse {text!r}: {exc}") from exc
+    reason = unsupported_reason(expr)
+    if reason is not None:
+        raise UnsupportedQueryError(text, f"{reason} is not supported (in {text!r})")
+    return expr
+
+
+def unsupported_reason(expr: Expr) -> str | None:
+    """Name the first feature of a parsed expression that monitord does not evaluate, if any."""
+    found: list[str] = []
+
+    def visit(node: Expr) -> bool:
+        reason = _node_reason(node)
+        if reason is not None:
+            found.append(reason)
+            return False
+        return True
+
+    promql_parser.walk(expr, visit)
+    return found[0] if found else None
+
+
+def _node_reason(node: Expr) -> str | None:
+    if isinstance(node, promql_parser.SubqueryExpr):
+        return "a subquery"
+    if isinstance(node, promql_parser.VectorSelector):
+        return _selector_reason(node)
+    if isinstance(node, promql_parser.MatrixSelector):
+        return _selector_reason(node.vector_selector)
+    if isinstance(node, promql_parser.Call):
+        name = node.func.name
+        if name in FUNCTIONS:
+            return None
+        if name in _NATIVE_HISTOGRAM_FUNCTIONS:
+            return f"the native histogram function {name}()"
+        if name in _EXPERIMENTAL_FUNCTIONS or node.func.experimental:
+            return f"the experimental function {name}()"
+        return f"the function {name}()"
+    if isinstance(node, promql_parser.AggregateExpr):
+        op = str(node.op)
+        if op not in AGGREGATIONS:
+            return f"the experimental aggregation {op}()"
+        return None
+    if isinstance(node, promql_parser.BinaryExpr):
+        modifier = node.modifier
+        if modifier is not None and getattr(modifier, "fill_values", None) is not None:
+            fill = modifier.fill_values
+            if fill.lhs is not None or fill.rhs is not None:
+                return "the fill() modifier"
+    return None
+
+
+def _selector_reason(selector: Expr) -> str | None:
+    if selector.at is not None:
+        return "the @ modifier"
+    if selector.matchers.or_matchers:
+        return "'or' inside a label matcher list"
+    return None

@@ -1,0 +1,659 @@
+"""Evaluate PromQL over the store with Prometheus's semantics.
+
+An instant query is a range query of one step: every node of the AST is
+evaluated for all steps at once, instant vectors as one list of samples per
+step and scalars as one float per step (as ``promql/engine.go``'s
+``rangeEval``). Instant selectors look back ``lookback_delta`` (5 minutes) for
+the newest sample, ``(t - lookback, t]``, and a staleness marker hides the
+series; range selectors read ``(t - range, t]``; ``offset`` shifts both.
+``__name__`` is dropped late, when the result is handed out, so that
+``label_replace`` can still use it; a result with two series of the same
+labels is an error, as in Prometheus.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Final
+
+import promql_parser as pp
+
+from monitor.errors import QueryError, UnsupportedQueryError
+from monitor.model import Labels, is_stale_nan
+from monitor.query.aggregations import aggregate, aggregate_k, count_values
+from monitor.query.binary import (
+    SET_OPERATORS,
+    Card,
+    Matching,
+    scalar_binop,
+    vector_binop,
+    vector_scalar_binop,
+)
+from monitor.query.functions import (
+    DATE_FUNCTIONS,
+    MATH_FUNCTIONS,
+    RANGE_FUNCTIONS,
+    Window,
+    go_max,
+    go_min,
+    round_to,
+    utc_time,
+)
+from monitor.query.histogram import histogram_quantile
+from monitor.query.parser import Expr, parse_expr, unsupported_reason
+from monitor.query.regex import compile_go_regex, expand_go_template, translate_go_regex
+from monitor.query.samples import (
+    NAME,
+    EvalError,
+    Sample,
+    Scalars,
+    StepVectors,
+    StringValue,
+    set_label,
+)
+from monitor.query.values import Matrix, RangeSeries, Scalar, String, Value, Vector, VectorSample
+from monitor.store import Matcher, MatchOp, Series, Store
+
+__all__ = ["Engine", "selector_matchers"]
+
+_Evaluated = Scalars | StepVectors | StringValue
+_MATCH_OPS: Final = {"=": MatchOp.EQ, "!=": MatchOp.NE, "=~": MatchOp.RE, "!~": MatchOp.NRE}
+_CARDS: Final = (
+    (pp.VectorMatchCardinality.OneToOne, Card.ONE_TO_ONE),
+    (pp.VectorMatchCardinality.ManyToOne, Card.MANY_TO_ONE),
+    (pp.VectorMatchCardinality.OneToMany, Card.ONE_TO_MANY),
+    (pp.VectorMatchCardinality.ManyToMany, Card.MANY_TO_MANY),
+)
+_DUPLICATE: Final = "vector cannot contain metrics with the same labelset"
+
+
+class Engine:
+    """Evaluates PromQL expressions over a :class:`~monitor.store.Store`."""
+
+    def __init__(self, store: Store, *, lookback_delta: float = 300.0) -> None:
+        if not lookback_delta > 0:
+            raise ValueError(f"lookback_delta must be positive, got {lookback_delta}")
+        self._store = store
+        self._lookback_ms = round(lookback_delta * 1000)
+
+    def instant(self, expr: str | Expr, t_ms: int) -> Value:
+        """Evaluate at one time (ms): a Scalar, String, Vector, or Matrix for a range selector."""
+        text, node = _prepare(expr)
+        ev = _Evaluator(self._store, t_ms, t_ms, 1, self._lookback_ms)
+        try:
+            top = _unwrap(node)
+            if isinstance(top, pp.MatrixSelector):
+                return ev.raw_matrix(top)
+            return _instant_result(ev.eval(node))
+        except EvalError as exc:
+            raise QueryError(text, str(exc)) from exc
+
+    def range(self, expr: str | Expr, start_ms: int, end_ms: int, step_ms: int) -> Matrix:
+        """Evaluate at every step from ``start_ms`` to ``end_ms``: one series per label set."""
+        text, node = _prepare(expr)
+        if step_ms <= 0:
+            raise QueryError(text, "zero or negative query resolution step widths are not accepted")
+        if end_ms < start_ms:
+            raise QueryError(text, "end timestamp must not be before start time")
+        top = _unwrap(node)
+        if isinstance(top, pp.MatrixSelector | pp.StringLiteral):
+            kind = "range vector" if isinstance(top, pp.MatrixSelector) else "string"
+            reason = f'invalid expression type "{kind}" for range query'
+            raise QueryError(text, reason + ", must be Scalar or instant Vector")
+        ev = _Evaluator(self._store, start_ms, end_ms, step_ms, self._lookback_ms)
+        try:
+            return _range_result(ev.eval(node), ev.times)
+        except EvalError as exc:
+            raise QueryError(text, str(exc)) from exc
+
+
+def _prepare(expr: str | Expr) -> tuple[str, Expr]:
+    if isinstance(expr, str):
+        return expr, parse_expr(expr)
+    text = str(expr)
+    reason = unsupported_reason(expr)
+    if reason is not None:
+        raise UnsupportedQueryError(text, f"{reason} is not supported (in {text!r})")
+    return text, expr
+
+
+def _unwrap(node: Expr) -> Expr:
+    while isinstance(node, pp.ParenExpr):
+        node = node.expr
+    return node
+
+
+def _ms(delta: timedelta | None) -> int:
+    return 0 if delta is None else round(delta.total_seconds() * 1000)
+
+
+def selector_matchers(selector: Expr) -> list[Matcher]:
+    """The store matchers of a vector selector, ``__name__`` included, regexes translated."""
+    matchers: list[Matcher] = []
+    if selector.name:
+        matchers.append(Matcher(NAME, MatchOp.EQ, selector.name))
+    for m in selector.matchers.matchers:
+        op = _MATCH_OPS[_op_text(m.op)]
+        value = m.value
+        if op in (MatchOp.RE, MatchOp.NRE):
+            try:
+                value = translate_go_regex(value)
+            except ValueError as exc:
+                raise EvalError(f"invalid regular expression {m.value!r}: {exc}") from exc
+        try:
+            matchers.append(Matcher(m.name, op, value))
+        except ValueError as exc:
+            raise EvalError(f"invalid regular expression {m.value!r}: {exc}") from exc
+    return matchers
+
+
+def _op_text(op: Any) -> str:
+    for candidate, text in (
+        (pp.MatchOp.Equal, "="),
+        (pp.MatchOp.NotEqual, "!="),
+        (pp.MatchOp.Re, "=~"),
+        (pp.MatchOp.NotRe, "!~"),
+    ):
+        if op == candidate:
+            return text
+    raise EvalError(f"unknown matcher operator {op!r}")
+
+
+def _instant_result(value: _Evaluated) -> Value:
+    if isinstance(value, Scalars):
+        return Scalar(value.values[0])
+    if isinstance(value, StringValue):
+        return String(value.value)
+    out = Vector()
+    seen: set[Labels] = set()
+    for s in value.steps[0]:
+        labels = s.labels.without(NAME) if s.drop_name else s.labels
+        if labels in seen:
+            raise EvalError(_DUPLICATE)
+        seen.add(labels)
+        out.append(VectorSample(labels, s.value))
+    return out
+
+
+def _range_result(value: _Evaluated, times: list[int]) -> Matrix:
+    if isinstance(value, Scalars):
+        return Matrix([RangeSeries(Labels(), list(zip(times, value.values, strict=True)))])
+    if isinstance(value, StringValue):  # pragma: no cover - refused before evaluation
+        raise EvalError("a string cannot be evaluated as a range query")
+    series: dict[Labels, list[tuple[int, float]]] = {}
+    for t, step in zip(times, value.steps, strict=True):
+        for s in step:
+            labels = s.labels.without(NAME) if s.drop_name else s.labels
+            points = series.setdefault(labels, [])
+            if points and points[-1][0] == t:
+                raise EvalError(_DUPLICATE)
+            points.append((t, s.value))
+    return Matrix(
+        RangeSeries(labels, series[labels]) for labels in sorted(series, key=Labels.items_tuple)
+    )
+
+
+class _Evaluator:
+    """One query's evaluation: its steps, lookback and the series each selector picked."""
+
+    def __init__(self, store: Store, start: int, end: int, step: int, lookback_ms: int) -> None:
+        self.store = store
+        self.times = list(range(start, end + 1, step))
+        self.lookback = lookback_ms
+        self._selected: dict[str, list[tuple[Series, Labels]]] = {}
+
+    # -- selectors -----------------------------------------------------------------------------
+
+    def select(self, selector: Expr) -> list[tuple[Series, Labels]]:
+        """The series a vector selector picks, with their labels including ``__name__``."""
+        key = str(selector)
+        found = self._selected.get(key)
+        if found is None:
+            found = []
+            for series in self.store.select(selector_matchers(selector)):
+                labels = Labels((*series.labels.items_tuple(), (NAME, series.name)))
+                found.append((series, labels))
+            found.sort(key=lambda pair: pair[1].items_tuple())
+            self._selected[key] = found
+        return found
+
+    def vector_selector(self, node: Expr) -> StepVectors:
+        offset = _ms(node.offset)
+        out = StepVectors([[] for _ in self.times])
+        for series, labels in self.select(node):
+            for i, t in enumerate(self.times):
+                point = series.latest(t - offset, self.lookback)
+                if point is None or is_stale_nan(point[1]):
+                    continue
+                out.steps[i].append(Sample(labels, point[1], False, point[0]))
+        return out
+
+    def windows(self, node: Expr, t: int) -> list[tuple[Labels, Window]]:
+        """Every selected series' non-stale points in the matrix selector's window at ``t``."""
+        vs = node.vector_selector
+        end = t - _ms(vs.offset)
+        start = end - _ms(node.range)
+        out: list[tuple[Labels, Window]] = []
+        for series, labels in self.select(vs):
+            points = [p for p in series.range(start, end) if not is_stale_nan(p[1])]
+            out.append((labels, Window(points, t, start, end)))
+        return out
+
+    def raw_matrix(self, node: Expr) -> Matrix:
+        """An instant query of a range selector: the raw points of each series."""
+        return Matrix(
+            RangeSeries(labels, window.points)
+            for labels, window in self.windows(node, self.times[0])
+            if window.points
+        )
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def eval(self, node: Expr) -> _Evaluated:
+        if isinstance(node, pp.NumberLiteral):
+            return Scalars([node.val] * len(self.times))
+        if isinstance(node, pp.StringLiteral):
+            return StringValue(node.val)
+        if isinstance(node, pp.ParenExpr):
+            return self.eval(node.expr)
+        if isinstance(node, pp.UnaryExpr):
+            return self.negate(self.eval(node.expr))
+        if isinstance(node, pp.VectorSelector):
+            return self.vector_selector(node)
+        if isinstance(node, pp.BinaryExpr):
+            return self.binary(node)
+        if isinstance(node, pp.AggregateExpr):
+            return self.aggregate(node)
+        if isinstance(node, pp.Call):
+            return self.call(node)
+        if isinstance(node, pp.MatrixSelector):
+            raise EvalError("a range vector cannot be used here; apply a function to it")
+        raise EvalError(f"{type(node).__name__} is not supported")
+
+    def scalars(self, node: Expr) -> list[float]:
+        value = self.eval(node)
+        if not isinstance(value, Scalars):
+            raise EvalError(f"expected a scalar, got {_kind(value)} in {node}")
+        return value.values
+
+    def vectors(self, node: Expr) -> list[list[Sample]]:
+        value = self.eval(node)
+        if not isinstance(value, StepVectors):
+            raise EvalError(f"expected an instant vector, got {_kind(value)} in {node}")
+        return value.steps
+
+    # -- operators -----------------------------------------------------------------------------
+
+    def negate(self, value: _Evaluated) -> _Evaluated:
+        if isinstance(value, Scalars):
+            return Scalars([-v for v in value.values])
+        if isinstance(value, StepVectors):
+            return StepVectors(
+                [[Sample(s.labels, -s.value, True, s.ts) for s in step] for step in value.steps]
+            )
+        raise EvalError("a string cannot be negated")
+
+    def binary(self, node: Expr) -> _Evaluated:
+        op = str(node.op)
+        modifier = node.modifier
+        return_bool = bool(modifier is not None and modifier.return_bool)
+        lhs, rhs = self.eval(node.lhs), self.eval(node.rhs)
+        if isinstance(lhs, Scalars) and isinstance(rhs, Scalars):
+            return Scalars(
+                [scalar_binop(op, a, b) for a, b in zip(lhs.values, rhs.values, strict=True)]
+            )
+        if isinstance(lhs, StepVectors) and isinstance(rhs, StepVectors):
+            matching = _matching(op, modifier)
+            return StepVectors(
+                [
+                    vector_binop(op, left, right, matching)
+                    for left, right in zip(lhs.steps, rhs.steps, strict=True)
+                ]
+            )
+        if op in SET_OPERATORS:
+            raise EvalError(f"set operator {op!r} not allowed in binary scalar expression")
+        if isinstance(lhs, StepVectors) and isinstance(rhs, Scalars):
+            return StepVectors(
+                [
+                    vector_scalar_binop(op, vec, sc, scalar_left=False, return_bool=return_bool)
+                    for vec, sc in zip(lhs.steps, rhs.values, strict=True)
+                ]
+            )
+        if isinstance(lhs, Scalars) and isinstance(rhs, StepVectors):
+            return StepVectors(
+                [
+                    vector_scalar_binop(op, vec, sc, scalar_left=True, return_bool=return_bool)
+                    for sc, vec in zip(lhs.values, rhs.steps, strict=True)
+                ]
+            )
+        raise EvalError(f"operator {op!r} cannot be applied to {_kind(lhs)} and {_kind(rhs)}")
+
+    def aggregate(self, node: Expr) -> StepVectors:
+        op = str(node.op)
+        modifier = node.modifier
+        without = modifier is not None and modifier.type == pp.AggModifierType.Without
+        grouping = sorted(modifier.labels) if modifier is not None else []
+        steps = self.vectors(node.expr)
+        if op == "count_values":
+            label = self.eval(node.param)
+            if not isinstance(label, StringValue):
+                raise EvalError("count_values needs a string parameter")
+            if not _valid_label_name(label.value):
+                raise EvalError(f"invalid label name {_go_quote(label.value)}")
+            return StepVectors([count_values(label.value, vec, grouping, without) for vec in steps])
+        params = self.scalars(node.param) if node.param is not None else [math.nan] * len(steps)
+        if op in ("topk", "bottomk"):
+            if all(p < 1 for p in params if not math.isnan(p)) and not any(map(math.isnan, params)):
+                return StepVectors([[] for _ in steps])
+            return StepVectors(
+                [
+                    aggregate_k(op, vec, grouping, without, p)
+                    for vec, p in zip(steps, params, strict=True)
+                ]
+            )
+        return StepVectors(
+            [aggregate(op, vec, grouping, without, p) for vec, p in zip(steps, params, strict=True)]
+        )
+
+    # -- functions -----------------------------------------------------------------------------
+
+    def call(self, node: Expr) -> _Evaluated:
+        name = node.func.name
+        args = [_unwrap(a) for a in node.args]
+        if name in RANGE_FUNCTIONS or name == "absent_over_time":
+            return self.range_function(name, args)
+        handler = _CALLS.get(name)
+        if handler is not None:
+            return handler(self, args)
+        if name in MATH_FUNCTIONS:
+            fn = MATH_FUNCTIONS[name]
+            return _map_values(self.vectors(args[0]), fn)
+        if name in DATE_FUNCTIONS:
+            return self.date_function(DATE_FUNCTIONS[name], args)
+        raise EvalError(f"function {name}() is not supported")
+
+    def range_function(self, name: str, args: list[Expr]) -> StepVectors:
+        matrix_index = next(
+            (i for i, a in enumerate(args) if isinstance(a, pp.MatrixSelector)), None
+        )
+        if matrix_index is None:
+            raise EvalError(f"{name}() needs a range vector argument")
+        params = [self.scalars(a) for i, a in enumerate(args) if i != matrix_index]
+        selector = args[matrix_index]
+        out = StepVectors([[] for _ in self.times])
+        if name == "absent_over_time":
+            labels = _absent_labels(selector)
+            for i, t in enumerate(self.times):
+                if not any(w.points for _, w in self.windows(selector, t)):
+                    out.steps[i].append(Sample(labels, 1.0, True))
+            return out
+        fn = RANGE_FUNCTIONS[name]
+        drop_name = name != "last_over_time"
+        for i, t in enumerate(self.times):
+            step_params = [p[i] for p in params]
+            for labels, window in self.windows(selector, t):
+                if not window.points:
+                    continue
+                value = fn(window, step_params)
+                if value is not None:
+                    out.steps[i].append(Sample(labels, value, drop_name))
+        return out
+
+    def date_function(self, fn: Callable[[Any], float], args: list[Expr]) -> StepVectors:
+        if not args:
+            values = []
+            for t in self.times:
+                when = utc_time(t // 1000)
+                values.append([Sample(Labels(), math.nan if when is None else fn(when))])
+            return StepVectors(values)
+
+        def apply(v: float) -> float:
+            when = utc_time(v)
+            return math.nan if when is None else fn(when)
+
+        return _map_values(self.vectors(args[0]), apply)
+
+
+def _kind(value: _Evaluated) -> str:
+    if isinstance(value, Scalars):
+        return "scalar"
+    if isinstance(value, StringValue):
+        return "string"
+    return "instant vector"
+
+
+def _matching(op: str, modifier: Any) -> Matching:
+    set_op = op in SET_OPERATORS
+    if modifier is None:
+        return Matching(card=Card.MANY_TO_MANY if set_op else Card.ONE_TO_ONE)
+    card = next(c for candidate, c in _CARDS if modifier.card == candidate)
+    if set_op:
+        card = Card.MANY_TO_MANY
+    matching = modifier.matching
+    on = matching is not None and matching.type == pp.LabelModifierType.Include
+    labels = tuple(matching.labels) if matching is not None else ()
+    include = tuple(modifier.group_labels or ())
+    if card is Card.MANY_TO_MANY and not set_op:  # pragma: no cover - the parser refuses it
+        raise EvalError("many-to-many matching is only allowed for set operators")
+    return Matching(card, on, labels, include, bool(modifier.return_bool))
+
+
+def _map_values(steps: list[list[Sample]], fn: Callable[[float], float]) -> StepVectors:
+    return StepVectors([[Sample(s.labels, fn(s.value), True) for s in step] for step in steps])
+
+
+def _absent_labels(node: Expr) -> Labels:
+    """The labels ``absent()`` reports: those fixed by exactly one equality matcher."""
+    selector = node.vector_selector if isinstance(node, pp.MatrixSelector) else node
+    if not isinstance(selector, pp.VectorSelector):
+        return Labels()
+    items: dict[str, str] = {}
+    seen: set[str] = set()
+    for m in selector.matchers.matchers:
+        if m.name == NAME:
+            continue
+        if _op_text(m.op) == "=" and m.name not in seen:
+            items[m.name] = m.value
+            seen.add(m.name)
+        else:
+            items.pop(m.name, None)
+    return Labels(items)
+
+
+def _valid_label_name(name: str) -> bool:
+    if not name:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _go_quote(text: str) -> str:
+    """Quote like Go's ``%q``: invalid bytes as ``\\xNN``."""
+    raw = text.encode("utf-8", errors="surrogateescape")
+    out = []
+    for ch in raw.decode("utf-8", errors="backslashreplace"):
+        if ch == '"':
+            out.append('\\"')
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+# -- the functions that do not map one value to one value ----------------------------------------
+
+
+def _scalar_args(ev: _Evaluator, args: list[Expr], start: int) -> list[list[float]]:
+    return [ev.scalars(a) for a in args[start:]]
+
+
+def _fn_time(ev: _Evaluator, args: list[Expr]) -> Scalars:
+    return Scalars([t / 1000 for t in ev.times])
+
+
+def _fn_pi(ev: _Evaluator, args: list[Expr]) -> Scalars:
+    return Scalars([math.pi] * len(ev.times))
+
+
+def _fn_vector(ev: _Evaluator, args: list[Expr]) -> StepVectors:
+    return StepVectors([[Sample(Labels(), v)] for v in ev.scalars(args[0])])
+
+
+def _fn_scalar(ev: _Evaluator, args: list[Expr]) -> Scalars:
+    return Scalars([step[0].value if len(step) == 1 else math.nan for step in ev.vectors(args[0])])
+
+
+def _fn_timestamp(ev: _Evaluator, args: list[Expr]) -> StepVectors:
+    steps = ev.vectors(args[0])
+    from_selector = isinstance(args[0], pp.VectorSelector)
+    return StepVectors(
+        [
+            [Sample(s.labels, (s.ts if from_selector else t) / 1000, True) for s in step]
+            for t, step in zip(ev.times, steps, strict=True)
+        ]
+    )
+
+
+def _fn_absent(ev: _Evaluator, args: list[Expr]) -> StepVectors:
+    labels = _absent_labels(args[0])
+    return StepVectors([[] if step else [Sample(labels, 1.0)] for step in ev.vectors(args[0])])
+
+
+def _fn_round(ev: _Evaluator, args: list[Expr]) -> StepVectors:
+    steps = ev.vectors(args[0])
+    nearest = ev.scalars(args[1]) if len(args) > 1 else [1.0] * len(steps)
+    return StepVectors(
+        [
+            [Sample(s.labels, round_to(s.value, n), True) for s in step]
+            for step, n in zip(steps, nearest, strict=True)
+        ]
+    )
+
+
+def _clamp_steps(steps: list[list[Sample]], lows: list[float], highs: list[float]) -> StepVectors:
+    out: list[list[Sample]] = []
+    for step, low, high in zip(steps, lows, highs, strict=True):
+        if high < low:
+            out.append([])
+            continue
+        out.append([Sample(s.labels, go_max(low, go_min(high, s.value)), True) for s in step])
+    return StepVectors(out)
+
+
+def _fn_clamp(ev: _Evaluator, args: list[Expr]) -> StepVectors:
+    low, high = _scalar_args(ev, args, 1)
+    return _clamp_steps(ev.vectors(args[0]), low, high)
+
+
+def _fn_clamp_min(ev: _Evaluator, args: list[Expr]) -> StepVectors:
+    (low,) = _scalar_args(ev, args, 1)
+    return _clamp_steps(ev.vectors(args[0]), low, [math.inf] * len(low))
+
+
+def _fn_clamp_max(ev: _Evaluator, args: list[Expr]) -> StepVectors:
+    (high,) = _scalar_args(ev, args, 1)
+    return _clamp_steps(ev.vectors(args[0]), [-math.inf] * len(high), high)
+
+
+def _sort_key(descending: bool) -> Callable[[Sample], tuple[int, float]]:
+    def key(s: Sample) -> tuple[int, float]:
+        if math.isnan(s.value):
+            return (1, 0.0)
+        return (0, -s.value if descending else s.value)
+
+    return key
+
+
+def _fn_sort(ev: _Evaluator, args: list[Expr]) -> StepVectors:
+    return StepVectors([sorted(step, key=_sort_key(False)) for step in ev.vectors(args[0])])
+
+
+def _fn_sort_desc(ev: _Evaluator, args: list[Expr]) -> StepVectors:
+    return StepVectors([sorted(step, key=_sort_key(True)) for step in ev.vectors(args[0])])
+
+
+def _fn_histogram_quantile(ev: _Evaluator, args: list[Expr]) -> StepVectors:
+    qs = ev.scalars(args[0])
+    steps = ev.vectors(args[1])
+    return StepVectors([histogram_quantile(q, step) for q, step in zip(qs, steps, strict=True)])
+
+
+def _string_arg(ev: _Evaluator, node: Expr, what: str) -> str:
+    value = ev.eval(node)
+    if not isinstance(value, StringValue):
+        raise EvalError(f"{what} must be a string")
+    return value.value
+
+
+def _fn_label_replace(ev: _Evaluator, args: list[Expr]) -> StepVectors:
+    dst = _string_arg(ev, args[1], "label_replace() destination")
+    template = _string_arg(ev, args[2], "label_replace() replacement")
+    src = _string_arg(ev, args[3], "label_replace() source")
+    regex_text = _string_arg(ev, args[4], "label_replace() regex")
+    try:
+        regex = compile_go_regex(regex_text)
+    except ValueError as exc:
+        raise EvalError(f"invalid regular expression in label_replace(): {regex_text}") from exc
+    if not _valid_label_name(dst):
+        raise EvalError(f"invalid destination label name in label_replace(): {dst}")
+    out: list[list[Sample]] = []
+    for step in ev.vectors(args[0]):
+        replaced: list[Sample] = []
+        for s in step:
+            match = regex.fullmatch(s.labels.get(src, ""))
+            if match is None:
+                replaced.append(s)
+                continue
+            labels = set_label(s.labels, dst, expand_go_template(template, match))
+            replaced.append(Sample(labels, s.value, False if dst == NAME else s.drop_name, s.ts))
+        out.append(_check_unique(replaced))
+    return StepVectors(out)
+
+
+def _fn_label_join(ev: _Evaluator, args: list[Expr]) -> StepVectors:
+    dst = _string_arg(ev, args[1], "label_join() destination")
+    separator = _string_arg(ev, args[2], "label_join() separator")
+    sources = [_string_arg(ev, a, "label_join() source") for a in args[3:]]
+    for src in sources:
+        if not _valid_label_name(src):
+            raise EvalError(f"invalid source label name in label_join(): {src}")
+    if not _valid_label_name(dst):
+        raise EvalError(f"invalid destination label name in label_join(): {dst}")
+    out: list[list[Sample]] = []
+    for step in ev.vectors(args[0]):
+        joined: list[Sample] = []
+        for s in step:
+            value = separator.join(s.labels.get(src, "") for src in sources)
+            labels = set_label(s.labels, dst, value)
+            joined.append(Sample(labels, s.value, False if dst == NAME else s.drop_name, s.ts))
+        out.append(_check_unique(joined))
+    return StepVectors(out)
+
+
+def _check_unique(step: list[Sample]) -> list[Sample]:
+    if len({s.labels for s in step}) != len(step):
+        raise EvalError(_DUPLICATE)
+    return step
+
+
+_CALLS: Final[dict[str, Callable[[_Evaluator, list[Expr]], _Evaluated]]] = {
+    "time": _fn_time,
+    "pi": _fn_pi,
+    "vector": _fn_vector,
+    "scalar": _fn_scalar,
+    "timestamp": _fn_timestamp,
+    "absent": _fn_absent,
+    "round": _fn_round,
+    "clamp": _fn_clamp,
+    "clamp_min": _fn_clamp_min,
+    "clamp_max": _fn_clamp_max,
+    "sort": _fn_sort,
+    "sort_desc": _fn_sort_desc,
+    "histogram_quantile": _fn_histogram_quantile,
+    "label_replace": _fn_label_replace,
+    "label_join": _fn_label_join,
+}
