@@ -1,4 +1,4 @@
-"""The ``monitord`` command: run the daemon, check a config, print the config schema."""
+"""The ``monitord`` command: run the daemon, check a config or rule files, print the schema."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ from collections.abc import Sequence
 from typing import TextIO
 
 import monitor
-from monitor.config import build_config_model, config_json_schema, load_config
+from monitor.config import build_config_model, config_json_schema, load_config, rule_file_paths
 from monitor.daemon import Daemon, check_registry
 from monitor.errors import ConfigError, PluginError
 from monitor.log import LEVELS, setup_logging
+from rules.files import check_rule_files, find_duplicate_rules, load_rule_file
+from rules.templates import TemplateExpander
 
 __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_LINT = 3  # promtool's code for lint findings under --lint-fatal
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("files", nargs="+", metavar="FILE")
 
+    rules = commands.add_parser(
+        "check-rules",
+        help="validate Prometheus rule files like promtool check rules; exit 0 if valid, 1 if not",
+    )
+    rules.add_argument("files", nargs="+", metavar="FILE")
+    rules.add_argument(
+        "--lint",
+        choices=["all", "duplicate-rules", "none"],
+        default="duplicate-rules",
+        help="lint checks to apply (default: duplicate-rules)",
+    )
+    rules.add_argument(
+        "--lint-fatal", action="store_true", help="exit 3 when a lint check finds something"
+    )
+
     commands.add_parser("config-schema", help="print the JSON Schema of the config file")
     return parser
 
@@ -50,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args.config, args.log_level, args.log_format)
     if args.command == "check-config":
         return _check_config(args.files, sys.stdout, sys.stderr)
+    if args.command == "check-rules":
+        return _check_rules(
+            args.files, args.lint != "none", args.lint_fatal, sys.stdout, sys.stderr
+        )
     if args.command == "config-schema":
         return _config_schema(sys.stdout, sys.stderr)
     raise AssertionError(args.command)  # argparse rejects unknown commands
@@ -75,18 +97,57 @@ def _check_config(files: Sequence[str], out: TextIO, err: TextIO) -> int:
     status = EXIT_OK
     for file in files:
         try:
-            config = load_config(file, model=model)
+            config = load_config(file, model=model, check_rule_files=check_rule_files)
         except ConfigError as exc:
             print(exc, file=err)
             print(f"{file}: FAILED ({len(exc.issues)} errors)", file=err)
             status = EXIT_CONFIG
             continue
         kinds = {check.type for check in config.checks}
+        rule_files = len(rule_file_paths(config))
+        extra = f", {rule_files} rule files" if rule_files else ""
         print(
-            f"{file}: OK ({len(config.checks)} checks of kinds {', '.join(sorted(kinds)) or '-'})",
+            f"{file}: OK ({len(config.checks)} checks of kinds "
+            f"{', '.join(sorted(kinds)) or '-'}{extra})",
             file=out,
         )
     return status
+
+
+def _check_rules(
+    files: Sequence[str], lint: bool, lint_fatal: bool, out: TextIO, err: TextIO
+) -> int:
+    """``promtool check rules``: the same lines, streams and exit codes."""
+    expander = TemplateExpander()
+    failed = linted = False
+    for file in files:
+        print(f"Checking {file}", file=out)
+        try:
+            rule_file = load_rule_file(file, expander=expander)
+        except ConfigError as exc:
+            print("  FAILED:", file=err)
+            for issue in exc.issues:
+                print(issue, file=err)
+            failed = True
+            print(file=out)
+            continue
+        duplicates = find_duplicate_rules(rule_file) if lint else []
+        if duplicates:
+            linted = True
+            print("  FAILED:", file=err)
+            lines = [f"lint error {len(duplicates)} duplicate rule(s) found."]
+            for duplicate in duplicates:
+                lines.append(f"Metric: {duplicate.name}")
+                lines.append("Label(s):")
+                lines.extend(f"\t{name}: {value}" for name, value in duplicate.labels.items())
+            lines.append("Might cause inconsistency while recording expressions")
+            print("\n".join(lines), file=err)
+        else:
+            print(f"  SUCCESS: {rule_file.rule_count} rules found", file=out)
+        print(file=out)
+    if failed:
+        return EXIT_FAILURE
+    return EXIT_LINT if linted and lint_fatal else EXIT_OK
 
 
 def _config_schema(out: TextIO, err: TextIO) -> int:

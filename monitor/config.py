@@ -13,7 +13,9 @@ import difflib
 import os
 import re
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from glob import escape as glob_escape
+from glob import glob as expand_glob
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -39,12 +41,15 @@ __all__ = [
     "DEFAULT_LISTEN",
     "Config",
     "GlobalConfig",
+    "RuleEvaluationConfig",
+    "RuleFilesChecker",
     "ServerConfig",
     "StoreConfig",
     "build_config_model",
     "config_json_schema",
     "load_config",
     "parse_config",
+    "rule_file_paths",
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:9753"
@@ -118,6 +123,20 @@ class StoreConfig(ConfigModel):
     max_series: int = Field(default=100_000, ge=1, description="refuse new series beyond this")
 
 
+class RuleEvaluationConfig(ConfigModel):
+    """When rule groups are evaluated, besides every group's interval."""
+
+    on_arrival: bool = Field(
+        default=True,
+        description="also evaluate a group as soon as samples that its rules select arrive",
+    )
+
+
+RuleFilesChecker = Callable[[Sequence[Path]], Sequence[ConfigIssue]]
+"""Validates rule files and returns every issue found; passed in by the composition root,
+since ``monitor`` does not import ``rules``."""
+
+
 class Config(ConfigModel):
     """The whole configuration file. ``checks`` is typed per kind by :func:`build_config_model`."""
 
@@ -128,6 +147,11 @@ class Config(ConfigModel):
     )
     store: StoreConfig = Field(default_factory=StoreConfig)
     checks: tuple[Any, ...] = ()
+    rule_files: tuple[str, ...] = Field(
+        default=(),
+        description="Prometheus rule files; globs, relative to this file (absolute once loaded)",
+    )
+    rule_evaluation: RuleEvaluationConfig = Field(default_factory=RuleEvaluationConfig)
 
 
 def _check_tag(value: Any) -> str | None:
@@ -357,8 +381,13 @@ def parse_config(
     model: type[Config] = Config,
     environ: Mapping[str, str] | None = None,
     base_dir: Path | None = None,
+    check_rule_files: RuleFilesChecker | None = None,
 ) -> Config:
-    """Validate config text completely; raise ConfigError with every issue found."""
+    """Validate config text completely; raise ConfigError with every issue found.
+
+    With ``check_rule_files``, the rule files that ``rule_files`` matches are validated
+    too, and their issues (located in the rule files) are reported after the config's.
+    """
     try:
         doc = _Document(text, os.environ if environ is None else environ)
     except yaml.YAMLError as exc:
@@ -380,8 +409,10 @@ def parse_config(
     if config is not None:
         config, more = _resolve(config, doc, file, base)
         issues.extend(more)
+    issues.sort(key=lambda i: (i.line if i.line is not None else 0, i.path))
+    if config is not None and check_rule_files is not None and not issues:
+        issues.extend(check_rule_files(rule_file_paths(config)))
     if issues:
-        issues.sort(key=lambda i: (i.line if i.line is not None else 0, i.path))
         raise ConfigError(issues)
     assert config is not None
     return config
@@ -433,8 +464,82 @@ def _resolve(
             )
         checks.append(check.model_copy(update={"interval": interval, "timeout": timeout}))
     state_dir = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
-    resolved = config.model_copy(update={"checks": tuple(checks), "state_dir": state_dir})
+    patterns = []
+    for index, pattern in enumerate(config.rule_files):
+        problem = _glob_problem(pattern)
+        if problem is not None:
+            loc = ("rule_files", index)
+            issues.append(ConfigIssue(file, _line_of(doc.lines, loc), format_loc(loc), problem))
+            continue
+        python = _python_glob(pattern)
+        patterns.append(
+            python if os.path.isabs(python) else os.path.join(glob_escape(str(base)), python)
+        )
+    resolved = config.model_copy(
+        update={"checks": tuple(checks), "state_dir": state_dir, "rule_files": tuple(patterns)}
+    )
     return resolved, issues
+
+
+def _glob_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a valid glob in Go's ``filepath.Match`` syntax, or None."""
+    if not pattern:
+        return "an empty pattern matches no file"
+    pos, end = 0, len(pattern)
+
+    def escaped(at: int) -> int:
+        """The position after one class character at ``at``, or -1 if there is none."""
+        if at >= end or pattern[at] in "-]":
+            return -1
+        if pattern[at] == "\\":
+            at += 1
+            if at >= end:
+                return -1
+        return at + 1
+
+    while pos < end:
+        char = pattern[pos]
+        if char == "\\":
+            if pos + 1 >= end:
+                return f"invalid glob {pattern!r}: it ends in a backslash"
+            pos += 2
+            continue
+        if char == "[":
+            pos += 1
+            if pos < end and pattern[pos] == "^":
+                pos += 1
+            ranges = 0
+            while True:
+                if pos < end and pattern[pos] == "]" and ranges > 0:
+                    pos += 1
+                    break
+                pos = escaped(pos)
+                if pos != -1 and pos < end and pattern[pos] == "-":
+                    pos = escaped(pos + 1)
+                if pos == -1:
+                    return f"invalid glob {pattern!r}: a [character class] is malformed or unclosed"
+                ranges += 1
+            continue
+        pos += 1
+    return None
+
+
+def _python_glob(pattern: str) -> str:
+    """A Go glob in Python's spelling: ``[^a]`` is ``[!a]``."""
+    return pattern.replace("[^", "[!")
+
+
+def rule_file_paths(config: Config) -> list[Path]:
+    """The rule files that the (loaded) config's ``rule_files`` match now, each once, in order.
+
+    A pattern that matches nothing adds nothing, as in Prometheus.
+    """
+    seen: dict[Path, None] = {}
+    for pattern in config.rule_files:
+        for match in sorted(expand_glob(pattern, include_hidden=True)):
+            if os.path.isfile(match):
+                seen.setdefault(Path(match), None)
+    return list(seen)
 
 
 def config_json_schema(model: type[Config]) -> dict[str, Any]:
@@ -461,8 +566,12 @@ def load_config(
     *,
     model: type[Config] = Config,
     environ: Mapping[str, str] | None = None,
+    check_rule_files: RuleFilesChecker | None = None,
 ) -> Config:
-    """Read and validate the config file at ``path``; raise ConfigError listing every issue."""
+    """Read and validate the config file at ``path``; raise ConfigError listing every issue.
+
+    ``check_rule_files`` validates the rule files it names (see :func:`parse_config`).
+    """
     file = os.fspath(path)
     try:
         text = Path(file).read_text(encoding="utf-8")
@@ -471,4 +580,11 @@ def load_config(
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigIssue(file, None, "", f"not UTF-8 text: {exc.reason}")]) from None
     base_dir = Path(file).resolve().parent
-    return parse_config(text, file=file, model=model, environ=environ, base_dir=base_dir)
+    return parse_config(
+        text,
+        file=file,
+        model=model,
+        environ=environ,
+        base_dir=base_dir,
+        check_rule_files=check_rule_files,
+    )

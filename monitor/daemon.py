@@ -28,6 +28,7 @@ from monitor.scheduler import Scheduler
 from monitor.store import Store
 from monitor.systemd import SystemdNotifier
 from monitor.web import WebApp, WebServer
+from rules.files import check_rule_files
 
 __all__ = ["STOP_GRACE", "Daemon", "check_registry"]
 
@@ -79,7 +80,12 @@ class Daemon:
             model = build_config_model(self._kinds.config_models())
         except PluginError as exc:
             raise ConfigError([ConfigIssue(str(self.config_path), None, "", str(exc))]) from exc
-        config = load_config(self.config_path, model=model, environ=self._environ)
+        config = load_config(
+            self.config_path,
+            model=model,
+            environ=self._environ,
+            check_rule_files=check_rule_files,
+        )
         checks = [self._kinds.get(c.type)(c) for c in config.checks]
         return config, checks
 

@@ -151,6 +151,23 @@ def _kind(node: yaml.Node) -> str:
     return "a scalar"
 
 
+def _peek(node: yaml.Node, *keys: str) -> str:
+    """The first non-empty scalar value of ``keys`` in a mapping node, to name it in issues."""
+    if not isinstance(node, yaml.MappingNode):
+        return ""
+    for key in keys:
+        for key_node, value_node in node.value:
+            if (
+                isinstance(key_node, yaml.ScalarNode)
+                and key_node.value == key
+                and isinstance(value_node, yaml.ScalarNode)
+                and value_node.tag != _NULL
+                and value_node.value
+            ):
+                return str(value_node.value)
+    return ""
+
+
 def _line(node: yaml.Node | None) -> int | None:
     return None if node is None else node.start_mark.line + 1
 
@@ -280,12 +297,13 @@ class _Reader:
         return tuple(groups)
 
     def group(self, index: int, node: yaml.Node, seen: dict[str, int | None]) -> RuleGroup | None:
-        fields = self.mapping(node, f"groups[{index}]", _GROUP_FIELDS)
+        peeked = _peek(node, "name")
+        where = f"group {_quote(peeked)}" if peeked else f"groups[{index}]"
+        fields = self.mapping(node, where, _GROUP_FIELDS)
         if fields is None:
             return None
         name_node = fields.get("name", (None, None))[1]
-        name = self.string(name_node, f"groups[{index}]", "name")
-        where = f"group {_quote(name)}" if name else f"groups[{index}]"
+        name = self.string(name_node, where, "name")
         if not name:
             self.issue(name_node or node, where, "name: a group name must not be empty")
         elif name in seen:
@@ -341,7 +359,8 @@ class _Reader:
     def rule(self, group_where: str, number: int, node: yaml.Node) -> RuleSpec | None:
         first = f"{group_where}, rule {number}"
         before = len(self.issues)
-        fields = self.mapping(node, first, _RULE_FIELDS)
+        peeked = _peek(node, "alert", "record")
+        fields = self.mapping(node, f"{first} {_quote(peeked)}" if peeked else first, _RULE_FIELDS)
         if fields is None:
             return None
 

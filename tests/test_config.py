@@ -10,9 +10,11 @@ import pytest
 
 from checks.base import CheckConfig
 from monitor.cli import main
-from monitor.config import build_config_model, load_config, parse_config
+from monitor.config import build_config_model, load_config, parse_config, rule_file_paths
+from monitor.daemon import Daemon
 from monitor.errors import ConfigError
 from monitor.schema import format_duration, parse_duration
+from rules.files import check_rule_files
 
 
 class WebConfig(CheckConfig):
@@ -249,3 +251,85 @@ def test_config_schema_is_json_schema_of_the_same_models(
     assert store["retention"]["default"] == "2h"
     kinds = json.dumps(schema["properties"]["checks"])
     assert "system" in json.dumps(schema["$defs"]) and "$ref" in kinds
+
+
+# --- rule files -------------------------------------------------------------------------------
+
+GOOD_RULES = "groups:\n  - name: g\n    rules:\n      - {alert: A, expr: up == 0}\n"
+BAD_RULES = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up ==\n"
+
+
+def test_rule_file_globs_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "b.yml").write_text(GOOD_RULES)
+    (tmp_path / "rules" / "a.yml").write_text(GOOD_RULES)
+    (tmp_path / "rules" / "notes.txt").write_text("not rules")
+    config_file = tmp_path / "m.yaml"
+    config_file.write_text('rule_files: ["rules/*.yml", "rules/a.yml", "missing/*.yml"]\n')
+    config = load_config(config_file, model=MODEL)
+    assert rule_file_paths(config) == [tmp_path / "rules" / "a.yml", tmp_path / "rules" / "b.yml"]
+
+
+def test_rule_evaluation_on_arrival_defaults_to_true_and_can_be_turned_off() -> None:
+    assert parse_config("{}", model=MODEL, environ={}).rule_evaluation.on_arrival is True
+    config = parse_config("rule_evaluation:\n  on_arrival: false\n", model=MODEL, environ={})
+    assert config.rule_evaluation.on_arrival is False
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        pytest.param(
+            "rules/[a.yml",
+            "a [character class] is malformed or unclosed",
+            id="an unclosed character class is refused",
+        ),
+        pytest.param(
+            "rules/[]a].yml",
+            "a [character class] is malformed or unclosed",
+            id="an empty character class is refused",
+        ),
+        pytest.param("rules\\", "it ends in a backslash", id="a trailing backslash is refused"),
+    ],
+)
+def test_a_glob_that_is_not_valid_is_an_error(pattern: str, problem: str) -> None:
+    text = f"store: {{}}\nrule_files:\n  - {json.dumps(pattern)}\n"
+    assert errors_of(text) == [
+        f"m.yaml:3: rule_files[0]: invalid glob {json.loads(json.dumps(pattern))!r}: {problem}"
+    ]
+
+
+def test_rule_file_errors_fail_the_config_with_their_own_location(tmp_path: Path) -> None:
+    (tmp_path / "bad.yml").write_text(BAD_RULES)
+    config_file = tmp_path / "m.yaml"
+    config_file.write_text("rule_files: ['*.yml']\n")
+    assert load_config(config_file, model=MODEL).rule_files  # without a checker: not read
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file, model=MODEL, check_rule_files=check_rule_files)
+    assert [str(i) for i in info.value.issues] == [
+        f'{tmp_path / "bad.yml"}:5: group "g", rule 1 "A": expr: could not parse expression: '
+        "cannot parse 'up ==': invalid promql query"
+    ]
+
+
+def test_check_config_validates_the_rule_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "good.yml").write_text(GOOD_RULES)
+    config_file = tmp_path / "m.yaml"
+    config_file.write_text("rule_files: ['*.yml']\n")
+    assert main(["check-config", str(config_file)]) == 0
+    assert capsys.readouterr().out == f"{config_file}: OK (0 checks of kinds -, 1 rule files)\n"
+    (tmp_path / "worse.yml").write_text(BAD_RULES)
+    assert main(["check-config", str(config_file)]) == 2
+    err = capsys.readouterr().err
+    assert f'{tmp_path / "worse.yml"}:5: group "g", rule 1 "A": expr:' in err
+    assert f"{config_file}: FAILED (1 errors)" in err
+
+
+def test_the_daemon_refuses_a_config_whose_rule_file_is_bad(tmp_path: Path) -> None:
+    (tmp_path / "bad.yml").write_text(BAD_RULES)
+    config_file = tmp_path / "m.yaml"
+    config_file.write_text("rule_files: ['bad.yml']\n")
+    with pytest.raises(ConfigError, match=r"bad\.yml:5: group \"g\""):
+        Daemon(config_file, environ={}).load()
