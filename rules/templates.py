@@ -96,6 +96,7 @@ class TemplateExpander:
         # Undeclared names are found on an environment without our globals (Jinja2 counts
         # a global as declared, and a Go ``$label`` must not pass for the ``label`` function).
         self._bare = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"])
+        self._bare.filters.update(env.filters)
         self._known = frozenset(env.globals) | frozenset(_VARIABLES) | frozenset(_BOUND)
         self._compile = functools.lru_cache(maxsize=cache_size)(self._compile_uncached)
 
