@@ -9,7 +9,11 @@ For every run the store receives the check's samples (configured labels added,
 stamped with the run's start time), ``monitord_check_up``,
 ``monitord_check_status`` and ``monitord_check_duration_seconds``, and a
 staleness marker for every series the previous run produced and this one did
-not, as Prometheus does for scrape targets.
+not, as Prometheus does for scrape targets. After each write, the ``on_write``
+hook (if set) is told what was written; rules use it to evaluate on arrival.
+
+Other periodic work (rule groups) can run on the same APScheduler through
+:meth:`Scheduler.add_interval_job`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -40,7 +44,7 @@ from monitor.model import (
 )
 from monitor.store import Store
 
-__all__ = ["CHECK_METADATA", "CheckStats", "Schedulable", "Scheduler"]
+__all__ = ["CHECK_METADATA", "CheckStats", "Schedulable", "Scheduler", "WriteHook"]
 
 log = get_logger("scheduler")
 
@@ -57,6 +61,9 @@ CHECK_METADATA: Mapping[str, MetricMetadata] = {
 }
 
 SeriesKey = tuple[str, Labels]
+
+WriteHook = Callable[[Sequence[Sample], int], None]
+"""Called after samples were stored: the samples, and the timestamp (ms) of those without one."""
 
 
 class Schedulable(Protocol):
@@ -122,8 +129,10 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         start_offset_cap: float = 15.0,
+        on_write: WriteHook | None = None,
     ) -> None:
         self._store = store
+        self.on_write = on_write
         self._clock = clock
         self._monotonic = monotonic
         self._offset_cap = start_offset_cap
@@ -218,6 +227,15 @@ class Scheduler:
         stale = [Sample(n, lbl, STALE_NAN) for n, lbl in entry.previous]
         stale += [Sample(n, entry.check_labels, STALE_NAN) for n in CHECK_METADATA]
         self._store.append(stale, now)
+        self._written(stale, now)
+
+    def _written(self, samples: Sequence[Sample], timestamp: int) -> None:
+        if self.on_write is None:
+            return
+        try:
+            self.on_write(samples, timestamp)
+        except Exception:  # a hook's failure must not cost the check its run
+            log.exception("the on-write hook failed")
 
     def _add_job(self, entry: _Entry) -> None:
         assert self._aps is not None
@@ -235,6 +253,35 @@ class Scheduler:
             misfire_grace_time=None,
             next_run_time=first,
         )
+
+    # --- other periodic jobs ----------------------------------------------------------------
+
+    def add_interval_job(
+        self, job_id: str, func: Callable[[], Awaitable[None]], interval: float, first: float
+    ) -> None:
+        """Run ``func`` every ``interval`` seconds from the epoch time ``first``, at most one
+        at a time, late runs coalesced. ``job_id`` must not be a check's name."""
+        if self._aps is None or self._state != "running":
+            raise LifecycleError(f"cannot add job {job_id!r}: the scheduler is {self._state}")
+        if job_id in self._entries:
+            raise ValueError(f"job id {job_id!r} is a check's name")
+        start = datetime.fromtimestamp(first, UTC)
+        self._aps.add_job(
+            func,
+            IntervalTrigger(seconds=interval, start_date=start, timezone=UTC),
+            id=job_id,
+            name=job_id,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=start,
+            replace_existing=True,
+        )
+
+    def remove_job(self, job_id: str) -> None:
+        """Stop running the job added as ``job_id`` (nothing if there is none)."""
+        if self._aps is not None and self._aps.get_job(job_id) is not None:
+            self._aps.remove_job(job_id)
 
     # --- running --------------------------------------------------------------------------
 
@@ -304,7 +351,9 @@ class Scheduler:
         samples.append(Sample("monitord_check_up", own, 1.0 if result.status.is_up else 0.0))
         samples.append(Sample("monitord_check_status", own, float(result.status)))
         samples.append(Sample("monitord_check_duration_seconds", own, result.duration))
-        self._store.append(samples + stale, timestamp)
+        written = samples + stale
+        self._store.append(written, timestamp)
+        self._written(written, timestamp)
 
     # --- views ----------------------------------------------------------------------------
 

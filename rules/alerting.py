@@ -141,13 +141,14 @@ class AlertingRule(Rule):
         expr: str,
         *,
         expander: Expander,
+        query: str | None = None,
         hold: int = 0,
         keep_firing_for: int = 0,
         labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
         restored: bool = False,
     ) -> None:
-        super().__init__(name, expr, Labels(labels or {}))
+        super().__init__(name, expr, Labels(labels or {}), query)
         self.hold = hold
         self.keep_firing_for = keep_firing_for
         self.annotations = Labels(annotations or {})

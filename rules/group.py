@@ -13,15 +13,26 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from monitor.errors import QueryError
 from monitor.log import get_logger
 from monitor.model import STALE_NAN, Alert, Labels, Sample
 from monitor.store import Store
-from rules.alerting import AlertingRule, ForState
+from rules.alerting import AlertingRule, Expander, ForState
+from rules.files import AlertingRuleSpec, RuleGroup
+from rules.recording import RecordingRule
 from rules.rule import QueryFunc, Rule, RuleEvaluationError
+from rules.templates import TemplateExpander
 
-__all__ = ["DEFAULT_RESEND_DELAY", "EvalContext", "Group", "GroupStats", "group_key"]
+__all__ = [
+    "DEFAULT_RESEND_DELAY",
+    "EvalContext",
+    "Group",
+    "GroupStats",
+    "build_group",
+    "group_key",
+]
 
 log = get_logger("rules.group")
 
@@ -245,3 +256,74 @@ class Group:
                 )
         self.should_restore = False
         self.stats.last_restore_duration = monotonic() - started
+
+
+def build_group(
+    spec: RuleGroup,
+    *,
+    default_interval: float,
+    expander: TemplateExpander,
+    external_labels: Mapping[str, str] | None = None,
+    external_url: str = "",
+) -> Group:
+    """A runnable group from a validated rule-file group (intervals in seconds, as in the file).
+
+    The group's ``labels`` go under every rule's own labels, as in Prometheus.
+    Templates in alerting rules are expanded with the rule's name, the external
+    labels and the external URL.
+    """
+    externals = dict(external_labels or {})
+    rules: list[Rule] = []
+    for rule in spec.rules:
+        labels = spec.labels.merge(rule.labels)
+        query = _canonical(rule.parsed, rule.expr)
+        if isinstance(rule, AlertingRuleSpec):
+            rules.append(
+                AlertingRule(
+                    rule.name,
+                    rule.expr,
+                    query=query,
+                    expander=_bind(expander, rule.name, externals, external_url),
+                    hold=_ms(rule.for_),
+                    keep_firing_for=_ms(rule.keep_firing_for),
+                    labels=labels,
+                    annotations=rule.annotations,
+                )
+            )
+        else:
+            rules.append(RecordingRule(rule.record, rule.expr, query=query, labels=labels))
+    interval = spec.interval if spec.interval is not None else default_interval
+    return Group(
+        name=spec.name,
+        file=spec.file,
+        interval=_ms(interval),
+        rules=rules,
+        limit=spec.limit,
+        query_offset=None if spec.query_offset is None else _ms(spec.query_offset),
+    )
+
+
+def _bind(
+    expander: TemplateExpander, name: str, external_labels: Mapping[str, str], external_url: str
+) -> Expander:
+    def expand(text: str, labels: Mapping[str, str], value: float) -> str:
+        return expander.expand(text, labels, value, external_labels, external_url, name=name)
+
+    return expand
+
+
+def _canonical(parsed: Any, text: str) -> str:
+    """The expression as Prometheus prints it (``rule.Query().String()``), for the API.
+
+    The parser's one-line pretty form is Prometheus' spelling; one that needs
+    several lines is not, and the text as written is shown instead.
+    """
+    try:
+        pretty = parsed.prettify()
+    except Exception:  # the parser's printer is a convenience; the text is always right
+        return text.strip()
+    return pretty if isinstance(pretty, str) and "\n" not in pretty else text.strip()
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)

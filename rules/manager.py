@@ -44,7 +44,7 @@ __all__ = [
 
 log = get_logger("rules.manager")
 
-JOB_PREFIX = "rule-group:"
+JOB_PREFIX = "rule group "  # a space: no check name has one, so no job id clashes
 
 
 class AlertSink(Protocol):
@@ -87,8 +87,9 @@ class ManagerOptions:
     default_query_offset: int = 0
     external_labels: Mapping[str, str] = field(default_factory=dict)
     on_arrival: bool = True
-    arrival_window: float = 0.1
-    """Seconds after an on-arrival evaluation during which more arrivals wait and coalesce."""
+    arrival_window: float = 0.02
+    """Seconds after an on-arrival evaluation during which more arrivals wait and coalesce:
+    the most an arrival waits, and at most ``1 / arrival_window`` such evaluations a second."""
 
 
 @dataclass(slots=True)
@@ -119,6 +120,8 @@ class RuleManager:
     ) -> None:
         self.options = options if options is not None else ManagerOptions()
         self.sink = sink
+        self.on_evaluated: Callable[[Group], None] | None = None
+        """Called after each evaluation of a group (for tests and status displays)."""
         self._store = store
         self._scheduler = scheduler
         self._selectors = selectors
@@ -288,6 +291,8 @@ class RuleManager:
 
     def _iterate(self, group: Group, ts: int) -> None:
         group.run_iteration(ts, self._ctx)
+        if self.on_evaluated is not None:
+            self.on_evaluated(group)
         if group.should_restore and group.runs >= 2:
             now = self._now_ms()
             saved = for_state_index(self._saved, now - self.options.outage_tolerance)

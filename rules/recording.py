@@ -24,8 +24,15 @@ class RecordingRule(Rule):
 
     kind = "recording"
 
-    def __init__(self, name: str, expr: str, *, labels: Mapping[str, str] | None = None) -> None:
-        super().__init__(name, expr, Labels(labels or {}))
+    def __init__(
+        self,
+        name: str,
+        expr: str,
+        *,
+        query: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(name, expr, Labels(labels or {}), query)
 
     def definition(self) -> tuple[object, ...]:
         """Name, expression and labels."""

@@ -76,9 +76,11 @@ class Rule(abc.ABC):
     kind: str
     """``"alerting"`` or ``"recording"``, as the rules API names the type."""
 
-    def __init__(self, name: str, expr: str, labels: Labels) -> None:
+    def __init__(self, name: str, expr: str, labels: Labels, query: str | None = None) -> None:
         self.name = name
         self.expr = expr
+        self.query = query if query is not None else expr
+        """The expression as Prometheus prints it, for the API; ``expr`` is as written."""
         self.labels = labels
         self.health = RuleHealth.UNKNOWN
         self.last_error: str | None = None
@@ -113,8 +115,3 @@ class Rule(abc.ABC):
         """Note that the last evaluation failed, and why."""
         self.health = RuleHealth.BAD
         self.last_error = str(error)
-
-
-def vector_labels(samples: Sequence[Sample]) -> set[tuple[str, Labels]]:
-    """The series (name, labels) of a list of samples."""
-    return {(s.name, s.labels) for s in samples}
