@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import promql_parser
 
+from monitor.errors import QueryError
 from monitor.query.engine import Engine, selector_matchers
 from monitor.query.parser import Expr, parse_expr
+from monitor.query.samples import EvalError
 from monitor.query.values import (
     Matrix,
     RangeSeries,
@@ -53,5 +55,8 @@ def selectors(expr: str | Expr) -> list[list[Matcher]]:
             found.append(selector_matchers(n))
         return True
 
-    promql_parser.walk(node, visit)
+    try:
+        promql_parser.walk(node, visit)
+    except EvalError as exc:
+        raise QueryError(str(node), str(exc)) from exc
     return found

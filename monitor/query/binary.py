@@ -164,8 +164,8 @@ def vector_binop(op: str, lhs: list[Sample], rhs: list[Sample], matching: Matchi
             side = "left" if swap else "right"
             raise EvalError(
                 f"found duplicate series for the match group {_match_labels(rs.labels, matching)} "
-                f"on the {side} hand-side of the operation: [{_show(rs.labels)}, "
-                f"{_show(dup.labels)}];many-to-many matching not allowed: "
+                f"on the {side} hand-side of the operation: [{_show(dup.labels)}, "
+                f"{_show(rs.labels)}];many-to-many matching not allowed: "
                 "matching labels must be unique on one side"
             )
         right[key] = rs

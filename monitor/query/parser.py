@@ -14,6 +14,7 @@ from typing import Any, Final, TypeAlias
 import promql_parser
 
 from monitor.errors import QueryError, UnsupportedQueryError
+from monitor.query.regex import translate_go_regex
 
 __all__ = [
     "AGGREGATIONS",
@@ -156,4 +157,10 @@ def _selector_reason(selector: Expr) -> str | None:
         return "the @ modifier"
     if selector.matchers.or_matchers:
         return "'or' inside a label matcher list"
+    for m in selector.matchers.matchers:
+        if m.op in (promql_parser.MatchOp.Re, promql_parser.MatchOp.NotRe):
+            try:
+                translate_go_regex(m.value)
+            except ValueError as exc:
+                return f"the regular expression {m.value!r} ({exc})"
     return None
