@@ -232,14 +232,19 @@ class _Evaluator:
 
     def windows(self, node: Expr, t: int) -> list[tuple[Labels, Window]]:
         """Every selected series' non-stale points in the matrix selector's window at ``t``."""
-        vs = node.vector_selector
-        end = t - _ms(vs.offset)
+        return [
+            (labels, self.window(series, node, t))
+            for series, labels in self.select(node.vector_selector)
+        ]
+
+    def window(self, series: Series, node: Expr, t: int) -> Window:
+        """One series' non-stale points in the matrix selector's window at ``t``."""
+        end = t - _ms(node.vector_selector.offset)
         start = end - _ms(node.range)
-        out: list[tuple[Labels, Window]] = []
-        for series, labels in self.select(vs):
-            points = [p for p in series.range(start, end) if not is_stale_nan(p[1])]
-            out.append((labels, Window(points, t, start, end)))
-        return out
+        points = series.range(start, end)
+        if any(p[1] != p[1] for p in points):  # only a NaN can be a staleness marker
+            points = [p for p in points if not is_stale_nan(p[1])]
+        return Window(points, t, start, end)
 
     def raw_matrix(self, node: Expr) -> Matrix:
         """An instant query of a range selector: the raw points of each series."""
@@ -391,12 +396,12 @@ class _Evaluator:
             return out
         fn = RANGE_FUNCTIONS[name]
         drop_name = name != "last_over_time"
-        for i, t in enumerate(self.times):
-            step_params = [p[i] for p in params]
-            for labels, window in self.windows(selector, t):
+        for series, labels in self.select(selector.vector_selector):
+            for i, t in enumerate(self.times):
+                window = self.window(series, selector, t)
                 if not window.points:
                     continue
-                value = fn(window, step_params)
+                value = fn(window, [p[i] for p in params])
                 if value is not None:
                     out.steps[i].append(Sample(labels, value, drop_name))
         return out
