@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.exporter import ReloadStatus, build_registry, render
@@ -33,11 +34,13 @@ def make_store() -> Store:
     return store
 
 
-def scrape(accept: str | None = None) -> tuple[str, str]:
-    store = make_store()
+def make_registry() -> CollectorRegistry:
     stats = {"host": ("system", CheckStats(runs=3, timeouts=1, errors=0))}
-    registry = build_registry(store, lambda: stats, ReloadStatus(False, 1_700_000_000.0))
-    body, content_type = render(registry, accept)
+    return build_registry(make_store(), lambda: stats, ReloadStatus(False, 1_700_000_000.0))
+
+
+def scrape(accept: str | None = None) -> tuple[str, str]:
+    body, content_type = render(make_registry(), accept)
     return body.decode(), content_type
 
 
@@ -89,3 +92,16 @@ def test_the_text_format_parses_back() -> None:
     text, _ = scrape()
     parsed = families(text)
     assert {"node_network_receive_bytes", "node_load1", "monitord_store_series"} <= set(parsed)
+
+
+def test_the_registry_still_yields_the_store_samples_to_other_readers() -> None:
+    by_name = {f.name: f for f in make_registry().collect()}
+    network = by_name["node_network_receive_bytes"]
+    assert network.type == "counter"
+    assert [(s.name, s.labels, s.value) for s in network.samples] == [
+        ("node_network_receive_bytes_total", {"device": "lo"}, 1234.0)
+    ]
+    assert [(s.name, s.labels, s.value) for s in by_name["weird_counter"].samples] == [
+        ("weird_counter", {}, 5.0)
+    ]
+    assert "gone" not in by_name
