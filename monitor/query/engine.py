@@ -31,34 +31,31 @@ from monitor.query.binary import (
     vector_binop,
     vector_scalar_binop,
 )
+from monitor.query.calls import CALLS, absent_labels, go_quote, map_values, valid_label_name
 from monitor.query.functions import (
     DATE_FUNCTIONS,
     MATH_FUNCTIONS,
     RANGE_FUNCTIONS,
     Window,
-    go_max,
-    go_min,
-    round_to,
     utc_time,
 )
-from monitor.query.histogram import histogram_quantile
-from monitor.query.parser import Expr, parse_expr, unsupported_reason
-from monitor.query.regex import compile_go_regex, expand_go_template, translate_go_regex
+from monitor.query.parser import Expr, match_op_text, parse_expr, unsupported_reason
+from monitor.query.regex import translate_go_regex
 from monitor.query.samples import (
+    DUPLICATE_LABELSET,
     NAME,
     EvalError,
+    Evaluated,
     Sample,
     Scalars,
     StepVectors,
     StringValue,
-    set_label,
 )
 from monitor.query.values import Matrix, RangeSeries, Scalar, String, Value, Vector, VectorSample
 from monitor.store import Matcher, MatchOp, Series, Store
 
 __all__ = ["Engine", "selector_matchers"]
 
-_Evaluated = Scalars | StepVectors | StringValue
 _MATCH_OPS: Final = {"=": MatchOp.EQ, "!=": MatchOp.NE, "=~": MatchOp.RE, "!~": MatchOp.NRE}
 _CARDS: Final = (
     (pp.VectorMatchCardinality.OneToOne, Card.ONE_TO_ONE),
@@ -66,7 +63,6 @@ _CARDS: Final = (
     (pp.VectorMatchCardinality.OneToMany, Card.ONE_TO_MANY),
     (pp.VectorMatchCardinality.ManyToMany, Card.MANY_TO_MANY),
 )
-_DUPLICATE: Final = "vector cannot contain metrics with the same labelset"
 
 
 class Engine:
@@ -135,7 +131,7 @@ def selector_matchers(selector: Expr) -> list[Matcher]:
     if selector.name:
         matchers.append(Matcher(NAME, MatchOp.EQ, selector.name))
     for m in selector.matchers.matchers:
-        op = _MATCH_OPS[_op_text(m.op)]
+        op = _MATCH_OPS[match_op_text(m.op)]
         value = m.value
         if op in (MatchOp.RE, MatchOp.NRE):
             try:
@@ -149,19 +145,7 @@ def selector_matchers(selector: Expr) -> list[Matcher]:
     return matchers
 
 
-def _op_text(op: Any) -> str:
-    for candidate, text in (
-        (pp.MatchOp.Equal, "="),
-        (pp.MatchOp.NotEqual, "!="),
-        (pp.MatchOp.Re, "=~"),
-        (pp.MatchOp.NotRe, "!~"),
-    ):
-        if op == candidate:
-            return text
-    raise EvalError(f"unknown matcher operator {op!r}")
-
-
-def _instant_result(value: _Evaluated) -> Value:
+def _instant_result(value: Evaluated) -> Value:
     if isinstance(value, Scalars):
         return Scalar(value.values[0])
     if isinstance(value, StringValue):
@@ -171,13 +155,13 @@ def _instant_result(value: _Evaluated) -> Value:
     for s in value.steps[0]:
         labels = s.labels.without(NAME) if s.drop_name else s.labels
         if labels in seen:
-            raise EvalError(_DUPLICATE)
+            raise EvalError(DUPLICATE_LABELSET)
         seen.add(labels)
         out.append(VectorSample(labels, s.value))
     return out
 
 
-def _range_result(value: _Evaluated, times: list[int]) -> Matrix:
+def _range_result(value: Evaluated, times: list[int]) -> Matrix:
     if isinstance(value, Scalars):
         return Matrix([RangeSeries(Labels(), list(zip(times, value.values, strict=True)))])
     if isinstance(value, StringValue):  # pragma: no cover - refused before evaluation
@@ -188,7 +172,7 @@ def _range_result(value: _Evaluated, times: list[int]) -> Matrix:
             labels = s.labels.without(NAME) if s.drop_name else s.labels
             points = series.setdefault(labels, [])
             if points and points[-1][0] == t:
-                raise EvalError(_DUPLICATE)
+                raise EvalError(DUPLICATE_LABELSET)
             points.append((t, s.value))
     return Matrix(
         RangeSeries(labels, series[labels]) for labels in sorted(series, key=Labels.items_tuple)
@@ -256,7 +240,7 @@ class _Evaluator:
 
     # -- dispatch ------------------------------------------------------------------------------
 
-    def eval(self, node: Expr) -> _Evaluated:
+    def eval(self, node: Expr) -> Evaluated:
         if isinstance(node, pp.NumberLiteral):
             return Scalars([node.val] * len(self.times))
         if isinstance(node, pp.StringLiteral):
@@ -291,7 +275,7 @@ class _Evaluator:
 
     # -- operators -----------------------------------------------------------------------------
 
-    def negate(self, value: _Evaluated) -> _Evaluated:
+    def negate(self, value: Evaluated) -> Evaluated:
         if isinstance(value, Scalars):
             return Scalars([-v for v in value.values])
         if isinstance(value, StepVectors):
@@ -300,7 +284,7 @@ class _Evaluator:
             )
         raise EvalError("a string cannot be negated")
 
-    def binary(self, node: Expr) -> _Evaluated:
+    def binary(self, node: Expr) -> Evaluated:
         op = str(node.op)
         modifier = node.modifier
         return_bool = bool(modifier is not None and modifier.return_bool)
@@ -345,8 +329,8 @@ class _Evaluator:
             label = self.eval(node.param)
             if not isinstance(label, StringValue):
                 raise EvalError("count_values needs a string parameter")
-            if not _valid_label_name(label.value):
-                raise EvalError(f"invalid label name {_go_quote(label.value)}")
+            if not valid_label_name(label.value):
+                raise EvalError(f"invalid label name {go_quote(label.value)}")
             return StepVectors([count_values(label.value, vec, grouping, without) for vec in steps])
         params = self.scalars(node.param) if node.param is not None else [math.nan] * len(steps)
         if op in ("topk", "bottomk"):
@@ -364,17 +348,17 @@ class _Evaluator:
 
     # -- functions -----------------------------------------------------------------------------
 
-    def call(self, node: Expr) -> _Evaluated:
+    def call(self, node: Expr) -> Evaluated:
         name = node.func.name
         args = [_unwrap(a) for a in node.args]
         if name in RANGE_FUNCTIONS or name == "absent_over_time":
             return self.range_function(name, args)
-        handler = _CALLS.get(name)
+        handler = CALLS.get(name)
         if handler is not None:
             return handler(self, args)
         if name in MATH_FUNCTIONS:
             fn = MATH_FUNCTIONS[name]
-            return _map_values(self.vectors(args[0]), fn)
+            return map_values(self.vectors(args[0]), fn)
         if name in DATE_FUNCTIONS:
             return self.date_function(DATE_FUNCTIONS[name], args)
         raise EvalError(f"function {name}() is not supported")
@@ -389,7 +373,7 @@ class _Evaluator:
         selector = args[matrix_index]
         out = StepVectors([[] for _ in self.times])
         if name == "absent_over_time":
-            labels = _absent_labels(selector)
+            labels = absent_labels(selector)
             for i, t in enumerate(self.times):
                 if not any(w.points for _, w in self.windows(selector, t)):
                     out.steps[i].append(Sample(labels, 1.0, True))
@@ -418,10 +402,10 @@ class _Evaluator:
             when = utc_time(v)
             return math.nan if when is None else fn(when)
 
-        return _map_values(self.vectors(args[0]), apply)
+        return map_values(self.vectors(args[0]), apply)
 
 
-def _kind(value: _Evaluated) -> str:
+def _kind(value: Evaluated) -> str:
     if isinstance(value, Scalars):
         return "scalar"
     if isinstance(value, StringValue):
@@ -443,222 +427,3 @@ def _matching(op: str, modifier: Any) -> Matching:
     if card is Card.MANY_TO_MANY and not set_op:  # pragma: no cover - the parser refuses it
         raise EvalError("many-to-many matching is only allowed for set operators")
     return Matching(card, on, labels, include, bool(modifier.return_bool))
-
-
-def _map_values(steps: list[list[Sample]], fn: Callable[[float], float]) -> StepVectors:
-    return StepVectors([[Sample(s.labels, fn(s.value), True) for s in step] for step in steps])
-
-
-def _absent_labels(node: Expr) -> Labels:
-    """The labels ``absent()`` reports: those fixed by exactly one equality matcher."""
-    selector = node.vector_selector if isinstance(node, pp.MatrixSelector) else node
-    if not isinstance(selector, pp.VectorSelector):
-        return Labels()
-    items: dict[str, str] = {}
-    seen: set[str] = set()
-    for m in selector.matchers.matchers:
-        if m.name == NAME:
-            continue
-        if _op_text(m.op) == "=" and m.name not in seen:
-            items[m.name] = m.value
-            seen.add(m.name)
-        else:
-            items.pop(m.name, None)
-    return Labels(items)
-
-
-def _valid_label_name(name: str) -> bool:
-    if not name:
-        return False
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _go_quote(text: str) -> str:
-    """Quote like Go's ``%q``: invalid bytes as ``\\xNN``."""
-    raw = text.encode("utf-8", errors="surrogateescape")
-    out = []
-    for ch in raw.decode("utf-8", errors="backslashreplace"):
-        if ch == '"':
-            out.append('\\"')
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-# -- the functions that do not map one value to one value ----------------------------------------
-
-
-def _scalar_args(ev: _Evaluator, args: list[Expr], start: int) -> list[list[float]]:
-    return [ev.scalars(a) for a in args[start:]]
-
-
-def _fn_time(ev: _Evaluator, args: list[Expr]) -> Scalars:
-    return Scalars([t / 1000 for t in ev.times])
-
-
-def _fn_pi(ev: _Evaluator, args: list[Expr]) -> Scalars:
-    return Scalars([math.pi] * len(ev.times))
-
-
-def _fn_vector(ev: _Evaluator, args: list[Expr]) -> StepVectors:
-    return StepVectors([[Sample(Labels(), v)] for v in ev.scalars(args[0])])
-
-
-def _fn_scalar(ev: _Evaluator, args: list[Expr]) -> Scalars:
-    return Scalars([step[0].value if len(step) == 1 else math.nan for step in ev.vectors(args[0])])
-
-
-def _fn_timestamp(ev: _Evaluator, args: list[Expr]) -> StepVectors:
-    steps = ev.vectors(args[0])
-    from_selector = isinstance(args[0], pp.VectorSelector)
-    return StepVectors(
-        [
-            [Sample(s.labels, (s.ts if from_selector else t) / 1000, True) for s in step]
-            for t, step in zip(ev.times, steps, strict=True)
-        ]
-    )
-
-
-def _fn_absent(ev: _Evaluator, args: list[Expr]) -> StepVectors:
-    labels = _absent_labels(args[0])
-    return StepVectors([[] if step else [Sample(labels, 1.0)] for step in ev.vectors(args[0])])
-
-
-def _fn_round(ev: _Evaluator, args: list[Expr]) -> StepVectors:
-    steps = ev.vectors(args[0])
-    nearest = ev.scalars(args[1]) if len(args) > 1 else [1.0] * len(steps)
-    return StepVectors(
-        [
-            [Sample(s.labels, round_to(s.value, n), True) for s in step]
-            for step, n in zip(steps, nearest, strict=True)
-        ]
-    )
-
-
-def _clamp_steps(steps: list[list[Sample]], lows: list[float], highs: list[float]) -> StepVectors:
-    out: list[list[Sample]] = []
-    for step, low, high in zip(steps, lows, highs, strict=True):
-        if high < low:
-            out.append([])
-            continue
-        out.append([Sample(s.labels, go_max(low, go_min(high, s.value)), True) for s in step])
-    return StepVectors(out)
-
-
-def _fn_clamp(ev: _Evaluator, args: list[Expr]) -> StepVectors:
-    low, high = _scalar_args(ev, args, 1)
-    return _clamp_steps(ev.vectors(args[0]), low, high)
-
-
-def _fn_clamp_min(ev: _Evaluator, args: list[Expr]) -> StepVectors:
-    (low,) = _scalar_args(ev, args, 1)
-    return _clamp_steps(ev.vectors(args[0]), low, [math.inf] * len(low))
-
-
-def _fn_clamp_max(ev: _Evaluator, args: list[Expr]) -> StepVectors:
-    (high,) = _scalar_args(ev, args, 1)
-    return _clamp_steps(ev.vectors(args[0]), [-math.inf] * len(high), high)
-
-
-def _sort_key(descending: bool) -> Callable[[Sample], tuple[int, float]]:
-    def key(s: Sample) -> tuple[int, float]:
-        if math.isnan(s.value):
-            return (1, 0.0)
-        return (0, -s.value if descending else s.value)
-
-    return key
-
-
-def _fn_sort(ev: _Evaluator, args: list[Expr]) -> StepVectors:
-    return StepVectors([sorted(step, key=_sort_key(False)) for step in ev.vectors(args[0])])
-
-
-def _fn_sort_desc(ev: _Evaluator, args: list[Expr]) -> StepVectors:
-    return StepVectors([sorted(step, key=_sort_key(True)) for step in ev.vectors(args[0])])
-
-
-def _fn_histogram_quantile(ev: _Evaluator, args: list[Expr]) -> StepVectors:
-    qs = ev.scalars(args[0])
-    steps = ev.vectors(args[1])
-    return StepVectors([histogram_quantile(q, step) for q, step in zip(qs, steps, strict=True)])
-
-
-def _string_arg(ev: _Evaluator, node: Expr, what: str) -> str:
-    value = ev.eval(node)
-    if not isinstance(value, StringValue):
-        raise EvalError(f"{what} must be a string")
-    return value.value
-
-
-def _fn_label_replace(ev: _Evaluator, args: list[Expr]) -> StepVectors:
-    dst = _string_arg(ev, args[1], "label_replace() destination")
-    template = _string_arg(ev, args[2], "label_replace() replacement")
-    src = _string_arg(ev, args[3], "label_replace() source")
-    regex_text = _string_arg(ev, args[4], "label_replace() regex")
-    try:
-        regex = compile_go_regex(regex_text)
-    except ValueError as exc:
-        raise EvalError(f"invalid regular expression in label_replace(): {regex_text}") from exc
-    if not _valid_label_name(dst):
-        raise EvalError(f"invalid destination label name in label_replace(): {dst}")
-    out: list[list[Sample]] = []
-    for step in ev.vectors(args[0]):
-        replaced: list[Sample] = []
-        for s in step:
-            match = regex.fullmatch(s.labels.get(src, ""))
-            if match is None:
-                replaced.append(s)
-                continue
-            labels = set_label(s.labels, dst, expand_go_template(template, match))
-            replaced.append(Sample(labels, s.value, False if dst == NAME else s.drop_name, s.ts))
-        out.append(_check_unique(replaced))
-    return StepVectors(out)
-
-
-def _fn_label_join(ev: _Evaluator, args: list[Expr]) -> StepVectors:
-    dst = _string_arg(ev, args[1], "label_join() destination")
-    separator = _string_arg(ev, args[2], "label_join() separator")
-    sources = [_string_arg(ev, a, "label_join() source") for a in args[3:]]
-    for src in sources:
-        if not _valid_label_name(src):
-            raise EvalError(f"invalid source label name in label_join(): {src}")
-    if not _valid_label_name(dst):
-        raise EvalError(f"invalid destination label name in label_join(): {dst}")
-    out: list[list[Sample]] = []
-    for step in ev.vectors(args[0]):
-        joined: list[Sample] = []
-        for s in step:
-            value = separator.join(s.labels.get(src, "") for src in sources)
-            labels = set_label(s.labels, dst, value)
-            joined.append(Sample(labels, s.value, False if dst == NAME else s.drop_name, s.ts))
-        out.append(_check_unique(joined))
-    return StepVectors(out)
-
-
-def _check_unique(step: list[Sample]) -> list[Sample]:
-    if len({s.labels for s in step}) != len(step):
-        raise EvalError(_DUPLICATE)
-    return step
-
-
-_CALLS: Final[dict[str, Callable[[_Evaluator, list[Expr]], _Evaluated]]] = {
-    "time": _fn_time,
-    "pi": _fn_pi,
-    "vector": _fn_vector,
-    "scalar": _fn_scalar,
-    "timestamp": _fn_timestamp,
-    "absent": _fn_absent,
-    "round": _fn_round,
-    "clamp": _fn_clamp,
-    "clamp_min": _fn_clamp_min,
-    "clamp_max": _fn_clamp_max,
-    "sort": _fn_sort,
-    "sort_desc": _fn_sort_desc,
-    "histogram_quantile": _fn_histogram_quantile,
-    "label_replace": _fn_label_replace,
-    "label_join": _fn_label_join,
-}

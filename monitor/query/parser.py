@@ -20,6 +20,7 @@ __all__ = [
     "AGGREGATIONS",
     "FUNCTIONS",
     "Expr",
+    "match_op_text",
     "parse_expr",
     "unsupported_reason",
 ]
@@ -164,3 +165,16 @@ def _selector_reason(selector: Expr) -> str | None:
             except ValueError as exc:
                 return f"the regular expression {m.value!r} ({exc})"
     return None
+
+
+def match_op_text(op: Any) -> str:
+    """A promql-parser matcher operator spelt as in PromQL (``=``, ``!=``, ``=~``, ``!~``)."""
+    for candidate, text in (
+        (promql_parser.MatchOp.Equal, "="),
+        (promql_parser.MatchOp.NotEqual, "!="),
+        (promql_parser.MatchOp.Re, "=~"),
+        (promql_parser.MatchOp.NotRe, "!~"),
+    ):
+        if op == candidate:
+            return text
+    raise ValueError(f"unknown matcher operator {op!r}")

@@ -19,8 +19,10 @@ from typing import Final
 from monitor.model import Labels
 
 __all__ = [
+    "DUPLICATE_LABELSET",
     "NAME",
     "EvalError",
+    "Evaluated",
     "Sample",
     "Scalars",
     "StepVectors",
@@ -30,6 +32,7 @@ __all__ = [
 ]
 
 NAME: Final = "__name__"
+DUPLICATE_LABELSET: Final = "vector cannot contain metrics with the same labelset"
 
 
 class EvalError(Exception):
@@ -71,6 +74,9 @@ class StringValue:
     """A string literal."""
 
     value: str
+
+
+Evaluated = Scalars | StepVectors | StringValue
 
 
 def set_label(labels: Labels, name: str, value: str) -> Labels:
