@@ -1,11 +1,14 @@
 """The composition root: build every part from the config, run them, reload, stop.
 
-Start order: config → store → scheduler → web server → checks scheduled →
-``READY=1``. Stop runs it backwards: ``STOPPING=1`` → scheduler stopped (in-flight
-checks finish) → web server closed. SIGHUP and ``POST /-/reload`` reload
-atomically: the new file is validated completely and every check is built before
-anything changes; on failure the running config stays and the failure is logged
-and exported as ``monitord_config_last_reload_successful 0``.
+Start order: config and rule files → store → scheduler → rule manager (with the
+``for`` state saved by the last run) → web server → checks scheduled → rule
+groups scheduled → ``READY=1``. Stop runs it backwards: ``STOPPING=1`` → rule
+groups stopped → scheduler stopped (in-flight checks finish) → alert state saved
+→ web server closed. The alert state is also saved every ``STATE_SAVE_INTERVAL``.
+SIGHUP and ``POST /-/reload`` reload atomically: the new file and its rule files
+are validated completely and every check and rule group is built before anything
+changes; on failure the running config stays and the failure is logged and
+exported as ``monitord_config_last_reload_successful 0``.
 """
 
 from __future__ import annotations
@@ -19,18 +22,26 @@ from pathlib import Path
 from typing import Any
 
 from checks.base import Check
-from monitor.config import Config, build_config_model, load_config
+from monitor.config import Config, build_config_model, load_config, rule_file_paths
 from monitor.errors import ConfigError, ConfigIssue, LifecycleError, PluginError
 from monitor.exporter import ReloadStatus, build_registry
 from monitor.log import get_logger
 from monitor.plugins import PluginRegistry
+from monitor.query import Engine, selectors
 from monitor.scheduler import Scheduler
 from monitor.store import Store
 from monitor.systemd import SystemdNotifier
 from monitor.web import WebApp, WebServer
-from rules.files import check_rule_files
+from rules.alerting import ForState
+from rules.files import check_rule_files, load_rule_file
+from rules.group import Group, build_group
+from rules.manager import ManagerOptions, RuleManager
+from rules.metrics import RuleCollector
+from rules.query import engine_query_func
+from rules.state import AlertStateError, AlertStateStore
+from rules.templates import TemplateExpander
 
-__all__ = ["STOP_GRACE", "Daemon", "check_registry"]
+__all__ = ["STATE_DB", "STATE_SAVE_INTERVAL", "STOP_GRACE", "Daemon", "check_registry"]
 
 log = get_logger("daemon")
 
@@ -38,6 +49,12 @@ STOP_GRACE = 8.0
 """Seconds in-flight checks get to finish on shutdown (systemd's stop timeout is longer)."""
 
 GC_INTERVAL = 60.0
+
+STATE_SAVE_INTERVAL = 30.0
+"""Seconds between saves of the alert ``for`` state (also saved on shutdown)."""
+
+STATE_DB = "monitord.db"
+"""The SQLite database in the state directory."""
 
 
 def check_registry() -> PluginRegistry[Check[Any]]:
@@ -70,7 +87,10 @@ class Daemon:
         self.config: Config | None = None
         self.store: Store | None = None
         self.scheduler: Scheduler | None = None
+        self.rules: RuleManager | None = None
         self.web: WebServer | None = None
+        self._alert_state: AlertStateStore | None = None
+        self._expander = TemplateExpander()
 
     # --- config -----------------------------------------------------------------------------
 
@@ -89,11 +109,41 @@ class Daemon:
         checks = [self._kinds.get(c.type)(c) for c in config.checks]
         return config, checks
 
+    def load_rules(self, config: Config) -> list[Group]:
+        """Build the rule groups of ``config``'s rule files; ConfigError lists every issue."""
+        groups: list[Group] = []
+        issues: list[ConfigIssue] = []
+        for path in rule_file_paths(config):
+            try:
+                rule_file = load_rule_file(path, expander=self._expander)
+            except ConfigError as exc:
+                issues.extend(exc.issues)
+                continue
+            groups.extend(
+                build_group(
+                    spec,
+                    default_interval=config.global_.evaluation_interval,
+                    expander=self._expander,
+                    external_labels=config.global_.external_labels,
+                )
+                for spec in rule_file.groups
+            )
+        if issues:
+            raise ConfigError(issues)
+        return groups
+
+    def _rule_options(self, config: Config) -> ManagerOptions:
+        return ManagerOptions(
+            external_labels=dict(config.global_.external_labels),
+            on_arrival=config.rule_evaluation.on_arrival,
+        )
+
     # --- lifecycle --------------------------------------------------------------------------
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT or :meth:`request_stop`; the process exit code."""
         config, checks = self.load()  # ConfigError propagates: the CLI exits 2
+        groups = self.load_rules(config)
         self.config = config
         self.store = Store(
             samples_per_series=config.store.samples_per_series,
@@ -101,17 +151,31 @@ class Daemon:
             max_series=config.store.max_series,
         )
         self.scheduler = Scheduler(self.store, clock=self._clock)
+        self._alert_state = AlertStateStore(config.state_dir / STATE_DB)
+        rules = self.rules = RuleManager(
+            self.store,
+            engine_query_func(Engine(self.store)),
+            options=self._rule_options(config),
+            scheduler=self.scheduler,
+            selectors=selectors,
+            saved=self._load_alert_state(),
+            clock=self._clock,
+        )
+        rules.update(groups)
+        self.scheduler.on_write = rules.samples_written
         registry = build_registry(
             self.store,
             self.scheduler.stats,
             self.reload_status,
             lambda: self.scheduler.in_flight if self.scheduler else 0,
         )
+        registry.register(RuleCollector(rules.groups))
         app = WebApp(
             registry=registry,
             reload=self.reload,
             is_ready=lambda: self._ready,
             token=lambda: self.config.server.token if self.config else None,
+            rule_groups=rules.groups,
         )
         self.web = WebServer(app, config.server.listen)
         try:
@@ -124,13 +188,20 @@ class Daemon:
         try:
             await self.scheduler.start()
             await self.scheduler.set_checks(checks)
+            await rules.start()
             self._install_signal_handlers()
             self._spawn(self._gc_loop(), "store gc")
+            self._spawn(self._save_loop(), "alert state saving")
             if self._notifier.watchdog_interval is not None:
                 self._spawn(self._notifier.run_watchdog(), "systemd watchdog")
             self._ready = True
-            self._notifier.ready(f"{len(checks)} checks scheduled")
-            log.info("monitord started with %d checks from %s", len(checks), self.config_path)
+            self._notifier.ready(f"{len(checks)} checks and {len(groups)} rule groups scheduled")
+            log.info(
+                "monitord started with %d checks and %d rule groups from %s",
+                len(checks),
+                len(groups),
+                self.config_path,
+            )
             await self._stop.wait()
         finally:
             await self._shutdown()
@@ -148,9 +219,12 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.rules is not None:
+            await self.rules.stop()
         if self.scheduler is not None:
             with contextlib.suppress(LifecycleError):
                 await self.scheduler.stop(grace=STOP_GRACE)
+        self._save_alert_state()
         if self.web is not None:
             await self.web.stop()
         log.info("stopped")
@@ -186,6 +260,38 @@ class Daemon:
                 if removed:
                     log.debug("dropped %d series past retention", removed)
 
+    async def _save_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATE_SAVE_INTERVAL)
+            if self.rules is not None and self._alert_state is not None:
+                states = self.rules.for_states()
+                try:
+                    await asyncio.to_thread(self._alert_state.save, states)
+                except AlertStateError as exc:
+                    log.error("%s", exc)
+
+    # --- alert state ------------------------------------------------------------------------
+
+    def _load_alert_state(self) -> list[ForState]:
+        if self._alert_state is None:
+            return []
+        try:
+            states = self._alert_state.load()
+        except AlertStateError as exc:
+            log.error("%s; alerts start afresh", exc)
+            return []
+        if states:
+            log.info("read the saved 'for' state of %d alerts", len(states))
+        return states
+
+    def _save_alert_state(self) -> None:
+        if self.rules is None or self._alert_state is None:
+            return
+        try:
+            self._alert_state.save(self.rules.for_states())
+        except AlertStateError as exc:
+            log.error("%s", exc)
+
     # --- reload -----------------------------------------------------------------------------
 
     async def reload(self) -> None:
@@ -197,6 +303,7 @@ class Daemon:
             try:
                 try:
                     config, checks = self.load()
+                    groups = self.load_rules(config)
                 except ConfigError as exc:
                     self.reload_status.successful = False
                     log.error("reload failed, keeping the running config:\n%s", exc)
@@ -212,9 +319,12 @@ class Daemon:
                     max_series=config.store.max_series,
                 )
                 await self.scheduler.set_checks(checks)
+                if self.rules is not None:
+                    self.rules.configure(self._rule_options(config))
+                    self.rules.update(groups)
                 self.config = config
                 self.reload_status.successful = True
                 self.reload_status.last_success = self._clock()
-                log.info("config reloaded: %d checks", len(checks))
+                log.info("config reloaded: %d checks, %d rule groups", len(checks), len(groups))
             finally:
                 self._notifier.ready()

@@ -146,6 +146,12 @@ class RuleManager:
         self._restored = False
         self._running = False
 
+    def configure(self, options: ManagerOptions) -> None:
+        """Apply new options (a config reload); they hold from the next evaluation on."""
+        self.options = options
+        self._ctx.resend_delay = options.resend_delay
+        self._ctx.default_query_offset = options.default_query_offset
+
     # --- the set of groups ------------------------------------------------------------------
 
     def update(self, groups: Sequence[Group]) -> None:

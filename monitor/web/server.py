@@ -1,10 +1,10 @@
-"""The aiohttp application and its server: /metrics, /-/healthy, /-/ready, /-/reload."""
+"""The aiohttp application and its server: /metrics, /-/healthy, /-/ready, /-/reload, /api/v1."""
 
 from __future__ import annotations
 
 import hmac
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -15,6 +15,7 @@ from monitor.config import split_host_port
 from monitor.errors import ConfigError, LifecycleError
 from monitor.exporter import render
 from monitor.log import get_logger
+from monitor.web.api import RuleGroupView, RulesAPI
 
 __all__ = ["WebApp", "WebServer"]
 
@@ -23,12 +24,13 @@ log = get_logger("web")
 
 @dataclass(slots=True)
 class WebApp:
-    """What the HTTP handlers serve: the registry, readiness, reload and the auth token."""
+    """What the HTTP handlers serve: the registry, readiness, reload, the auth token, rules."""
 
     registry: CollectorRegistry
     reload: Callable[[], Awaitable[None]]
     is_ready: Callable[[], bool]
     token: Callable[[], SecretStr | None] = lambda: None
+    rule_groups: Callable[[], Sequence[RuleGroupView]] = lambda: ()
 
     def application(self) -> web.Application:
         """The aiohttp application with every route."""
@@ -38,6 +40,7 @@ class WebApp:
         app.router.add_get("/-/ready", self._ready)
         app.router.add_post("/-/reload", self._reload)
         app.router.add_put("/-/reload", self._reload)
+        RulesAPI(self.rule_groups).register(app)
         return app
 
     async def _metrics(self, request: web.Request) -> web.Response:
