@@ -16,6 +16,7 @@ from monitor.errors import ConfigError, PluginError
 from monitor.log import LEVELS, setup_logging
 from rules.files import check_rule_files, find_duplicate_rules, load_rule_file
 from rules.templates import TemplateExpander
+from rules.unittest import run_test_files
 
 __all__ = ["main"]
 
@@ -57,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         "--lint-fatal", action="store_true", help="exit 3 when a lint check finds something"
     )
 
+    tests = commands.add_parser(
+        "test-rules",
+        help="run rule unit tests in promtool's test rules format; exit 0 if all pass, 1 if not",
+    )
+    tests.add_argument("files", nargs="+", metavar="FILE")
+
     commands.add_parser("config-schema", help="print the JSON Schema of the config file")
     return parser
 
@@ -72,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_rules(
             args.files, args.lint != "none", args.lint_fatal, sys.stdout, sys.stderr
         )
+    if args.command == "test-rules":
+        return run_test_files(args.files, sys.stdout, sys.stderr)
     if args.command == "config-schema":
         return _config_schema(sys.stdout, sys.stderr)
     raise AssertionError(args.command)  # argparse rejects unknown commands
