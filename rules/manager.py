@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from monitor.errors import LifecycleError
 from monitor.log import get_logger
 from monitor.model import STALE_NAN, Alert, Labels, Sample
 from monitor.store import NAME_LABEL, Matcher, MatchOp, Store
@@ -202,6 +203,8 @@ class RuleManager:
 
     async def start(self) -> None:
         """Schedule every group's interval job."""
+        if self._running:
+            raise LifecycleError("the rule manager is already running")
         self._running = True
         for group in self._groups.values():
             self._schedule(group)
@@ -258,8 +261,9 @@ class RuleManager:
         except RuntimeError:
             mark()
             return
-        handle = loop.call_later(2 * group.interval / 1000, mark)
-        self._stale_handles.add(handle)
+        now = loop.time()
+        self._stale_handles = {h for h in self._stale_handles if h.when() > now}  # past ones ran
+        self._stale_handles.add(loop.call_later(2 * group.interval / 1000, mark))
 
     # --- evaluation -------------------------------------------------------------------------
 
