@@ -38,6 +38,7 @@ from rules.group import Group, build_group
 from rules.manager import ManagerOptions, RuleManager
 from rules.metrics import RuleCollector
 from rules.query import engine_query_func
+from rules.rule import QueryFunc
 from rules.state import AlertStateError, AlertStateStore
 from rules.templates import TemplateExpander
 
@@ -90,7 +91,8 @@ class Daemon:
         self.rules: RuleManager | None = None
         self.web: WebServer | None = None
         self._alert_state: AlertStateStore | None = None
-        self._expander = TemplateExpander()
+        self._query: QueryFunc | None = None
+        self._expander = TemplateExpander(query=self._template_query)
 
     # --- config -----------------------------------------------------------------------------
 
@@ -132,6 +134,13 @@ class Daemon:
             raise ConfigError(issues)
         return groups
 
+    def _template_query(self, expr: str) -> list[Mapping[str, Any]]:
+        """``{{ query "..." }}`` in alert templates: an instant query at the current time."""
+        if self._query is None:
+            raise LifecycleError("queries are not available before the daemon has started")
+        samples = self._query(expr, round(self._clock() * 1000))
+        return [{"Labels": dict(s.labels.items_tuple()), "Value": s.value} for s in samples]
+
     def _rule_options(self, config: Config) -> ManagerOptions:
         return ManagerOptions(
             external_labels=dict(config.global_.external_labels),
@@ -152,9 +161,10 @@ class Daemon:
         )
         self.scheduler = Scheduler(self.store, clock=self._clock)
         self._alert_state = AlertStateStore(config.state_dir / STATE_DB)
+        self._query = engine_query_func(Engine(self.store))
         rules = self.rules = RuleManager(
             self.store,
-            engine_query_func(Engine(self.store)),
+            self._query,
             options=self._rule_options(config),
             scheduler=self.scheduler,
             selectors=selectors,

@@ -38,6 +38,7 @@ groups:
         labels: {severity: info}
         annotations:
           summary: "check {{ $labels.check }} is up ({{ $value }})"
+          total: '{{ with query "count(monitord_check_up)" }}{{ . | first | value }}{{ end }}'
       - alert: CheckUpForAnHour
         expr: monitord_check_up == 1
         for: 1h
@@ -79,7 +80,7 @@ def test_an_alert_on_check_up_fires_and_shows_in_the_api(start_daemon: Any, tmp_
         "kind": "system",
         "severity": "info",
     }
-    assert firing["annotations"] == {"summary": "check host is up (1)"}
+    assert firing["annotations"] == {"summary": "check host is up (1)", "total": "1"}
     assert firing["value"] == "1e+00"
     assert firing["activeAt"].endswith("Z")
     assert alerts(daemon)["CheckUpForAnHour"]["state"] == "pending"
@@ -99,7 +100,7 @@ def test_an_alert_on_check_up_fires_and_shows_in_the_api(start_daemon: Any, tmp_
         "type": "recording",
     }
     assert up["type"] == "alerting" and up["state"] == "firing" and up["health"] == "ok"
-    assert up["annotations"] == {"summary": "check {{ $labels.check }} is up ({{ $value }})"}
+    assert up["annotations"]["summary"] == "check {{ $labels.check }} is up ({{ $value }})"
     assert (hour["duration"], hour["keepFiringFor"], hour["state"]) == (3600, 0, "pending")
     only_alerts = get_json(daemon, "/api/v1/rules?type=alert")["data"]["groups"][0]["rules"]
     assert [r["name"] for r in only_alerts] == ["CheckIsUp", "CheckUpForAnHour"]
