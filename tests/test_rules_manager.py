@@ -398,3 +398,18 @@ async def test_an_arrival_never_moves_the_group_time_backwards() -> None:
     await asyncio.sleep(0.01)
     assert group.stats.last_eval_timestamp == T0 + 10 * S + 1
     await manager.stop()
+
+
+def test_the_state_file_is_replaced_as_a_whole_and_errors_are_translated(tmp_path: Path) -> None:
+    from rules.state import AlertStateError
+
+    state = AlertStateStore(tmp_path / "monitord.db")
+    assert state.load() == []  # no file yet
+    first = ForState(Labels.of(alertname="A"), T0, T0 // 1000)
+    second = ForState(Labels.of(alertname="B", x="1"), T0 + S, T0 // 1000 - 5)
+    state.save([first, second])
+    state.save([second])
+    assert state.load() == [second]
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(AlertStateError, match=r"cannot read alert state in .*dir\.db"):
+        AlertStateStore(tmp_path / "dir.db").load()
