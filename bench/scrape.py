@@ -19,9 +19,10 @@ of the body, so it includes HTTP:
 
 Both are asked for the text format 0.0.4 without compression
 (``Accept: text/plain;version=0.0.4``), so both render the same format and neither
-spends time in gzip. One unmeasured scrape per connection opens it first. Only
-127.0.0.1 and free ports picked at run time are used; every process started is
-stopped. Exits 0 whether or not the targets are met.
+spends time in gzip. One unmeasured scrape per connection opens it first. The host's
+CPU steal during each case's scrapes is printed too: on a shared virtual machine the
+latencies move with the neighbours. Only 127.0.0.1 and free ports picked at run time
+are used; every process started is stopped. Exits 0 whether or not the targets are met.
 """
 
 from __future__ import annotations
@@ -221,6 +222,7 @@ class Figures:
     times: list[float]
     samples: int
     size: int
+    steal: float  # the share of the host's CPU time taken back by the hypervisor meanwhile
 
     @property
     def median(self) -> float:
@@ -236,13 +238,25 @@ class Figures:
 def scrape_interleaved(scrapers: dict[str, Scraper], count: int) -> dict[str, Figures]:
     """``count`` timed scrapes of each, taking turns, so drift hits both alike."""
     times: dict[str, list[float]] = {label: [] for label in scrapers}
+    start, stolen = time.perf_counter(), steal_ticks()
     for _ in range(count):
         for label, scraper in scrapers.items():
             times[label].append(scraper.timed())
+    ticks = (time.perf_counter() - start) * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
+    steal = (steal_ticks() - stolen) / ticks
     return {
-        label: Figures(label, times[label], scraper.samples, scraper.size)
+        label: Figures(label, times[label], scraper.samples, scraper.size, steal)
         for label, scraper in scrapers.items()
     }
+
+
+def steal_ticks() -> int:
+    """Clock ticks stolen by the hypervisor from all CPUs so far (0 where unknown)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0
+    return int(fields[8]) if len(fields) > 8 else 0
 
 
 def host_check_ran(port: int) -> bool:
@@ -333,7 +347,10 @@ def report(default: Figures, peer: Figures, synthetic: Figures, series: int, scr
     when = time.strftime("%Y-%m-%d %H:%M")
     print(f"{when}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"/metrics latency over {scrapes} keep-alive scrapes each, Accept: {ACCEPT}")
-    print(f"{'':34} {'samples':>8} {'bytes':>9} {'median':>8} {'p90':>8} {'min':>8} {'max':>8}")
+    print(
+        f"{'':34} {'samples':>8} {'bytes':>9} {'median':>8} {'p90':>8} {'min':>8} {'max':>8}"
+        f" {'steal':>6}"
+    )
     rows = [
         ("node_exporter 1.5 (reference)", peer),
         ("(a) monitord, config.example.yaml", default),
@@ -342,7 +359,7 @@ def report(default: Figures, peer: Figures, synthetic: Figures, series: int, scr
     for label, f in rows:
         print(
             f"{label:34} {f.samples:>8} {f.size:>9} {f.median:>6.2f}ms {f.p90:>6.2f}ms"
-            f" {min(f.times):>6.2f}ms {max(f.times):>6.2f}ms"
+            f" {min(f.times):>6.2f}ms {max(f.times):>6.2f}ms {f.steal:>6.1%}"
         )
     print()
     a_met = default.median <= peer.median
