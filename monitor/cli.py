@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from monitor.daemon import Daemon, check_registry
 from monitor.errors import ConfigError, PluginError
 from monitor.log import LEVELS, setup_logging
 from rules.files import check_rule_files, find_duplicate_rules, load_rule_file
+from rules.packs import RulePack, rule_pack_files, rule_packs
 from rules.templates import TemplateExpander
 from rules.unittest import run_test_files
 
@@ -64,13 +66,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     tests.add_argument("files", nargs="+", metavar="FILE")
 
+    packs = commands.add_parser(
+        "rule-packs",
+        help="list the rule packs shipped with monitord (config: rule_packs) and their files",
+    )
+    packs.add_argument("names", nargs="*", metavar="NAME", help="only these packs")
+    packs.add_argument(
+        "--paths",
+        action="store_true",
+        help="print only the rule files' paths, one a line (to copy them, or for promtool)",
+    )
+
     commands.add_parser("config-schema", help="print the JSON Schema of the config file")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monitord`` console script; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args.config, args.log_level, args.log_format)
     if args.command == "check-config":
@@ -81,6 +95,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "test-rules":
         return run_test_files(args.files, sys.stdout, sys.stderr)
+    if args.command == "rule-packs":
+        installed = rule_packs()
+        for name in args.names:
+            if name not in installed:
+                close = difflib.get_close_matches(name, list(installed), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                parser.error(
+                    f"unknown rule pack {name!r}{hint} (known: {', '.join(sorted(installed))})"
+                )
+        chosen = [installed[n] for n in dict.fromkeys(args.names)] or list(installed.values())
+        return _rule_packs(chosen, args.paths, sys.stdout, sys.stderr)
     if args.command == "config-schema":
         return _config_schema(sys.stdout, sys.stderr)
     raise AssertionError(args.command)  # argparse rejects unknown commands
@@ -106,7 +131,9 @@ def _check_config(files: Sequence[str], out: TextIO, err: TextIO) -> int:
     status = EXIT_OK
     for file in files:
         try:
-            config = load_config(file, model=model, check_rule_files=check_rule_files)
+            config = load_config(
+                file, model=model, check_rule_files=check_rule_files, packs=rule_pack_files()
+            )
         except ConfigError as exc:
             print(exc, file=err)
             print(f"{file}: FAILED ({len(exc.issues)} errors)", file=err)
@@ -157,6 +184,26 @@ def _check_rules(
     if failed:
         return EXIT_FAILURE
     return EXIT_LINT if linted and lint_fatal else EXIT_OK
+
+
+def _rule_packs(packs: Sequence[RulePack], paths_only: bool, out: TextIO, err: TextIO) -> int:
+    """What each pack watches, how many rules it has, and where its rule and test files are."""
+    expander = TemplateExpander()
+    status = EXIT_OK
+    for pack in packs:
+        if paths_only:
+            print(pack.path, file=out)
+            continue
+        try:
+            count = load_rule_file(pack.path, expander=expander).rule_count
+        except ConfigError as exc:  # a broken installation
+            print(f"monitord: rule pack {pack.name!r} is invalid:\n{exc}", file=err)
+            status = EXIT_FAILURE
+            continue
+        print(f"{pack.name}: {pack.description} ({count} rules)", file=out)
+        print(f"  rules: {pack.path}", file=out)
+        print(f"  tests: {pack.tests}", file=out)
+    return status
 
 
 def _config_schema(out: TextIO, err: TextIO) -> int:

@@ -43,6 +43,7 @@ __all__ = [
     "GlobalConfig",
     "RuleEvaluationConfig",
     "RuleFilesChecker",
+    "RulePacks",
     "ServerConfig",
     "StoreConfig",
     "build_config_model",
@@ -137,6 +138,11 @@ RuleFilesChecker = Callable[[Sequence[Path]], Sequence[ConfigIssue]]
 since ``monitor`` does not import ``rules``."""
 
 
+RulePacks = Mapping[str, Path]
+"""The rule packs installed, by name, each with its rule file; passed in by the composition
+root like :data:`RuleFilesChecker`, since the packs live in ``rules``."""
+
+
 class Config(ConfigModel):
     """The whole configuration file. ``checks`` is typed per kind by :func:`build_config_model`."""
 
@@ -149,7 +155,13 @@ class Config(ConfigModel):
     checks: tuple[Any, ...] = ()
     rule_files: tuple[str, ...] = Field(
         default=(),
-        description="Prometheus rule files; globs, relative to this file (absolute once loaded)",
+        description="Prometheus rule files; globs, relative to this file (absolute once loaded, "
+        "the rule packs' files added)",
+    )
+    rule_packs: tuple[str, ...] = Field(
+        default=(),
+        description="rule packs shipped with monitord, by name (monitord rule-packs lists them); "
+        "loaded like rule_files",
     )
     rule_evaluation: RuleEvaluationConfig = Field(default_factory=RuleEvaluationConfig)
 
@@ -382,11 +394,14 @@ def parse_config(
     environ: Mapping[str, str] | None = None,
     base_dir: Path | None = None,
     check_rule_files: RuleFilesChecker | None = None,
+    packs: RulePacks | None = None,
 ) -> Config:
     """Validate config text completely; raise ConfigError with every issue found.
 
     With ``check_rule_files``, the rule files that ``rule_files`` matches are validated
     too, and their issues (located in the rule files) are reported after the config's.
+    ``packs`` are the rule packs that ``rule_packs`` may name (none without it); their
+    files are added to ``rule_files``, to be checked and loaded like the others.
     """
     try:
         doc = _Document(text, os.environ if environ is None else environ)
@@ -407,7 +422,7 @@ def parse_config(
     except ValidationError as exc:
         issues.extend(_issue_from_error(e, model, doc, file, kinds) for e in exc.errors())
     if config is not None:
-        config, more = _resolve(config, doc, file, base)
+        config, more = _resolve(config, doc, file, base, packs or {})
         issues.extend(more)
     issues.sort(key=lambda i: (i.line if i.line is not None else 0, i.path))
     if config is not None and check_rule_files is not None and not issues:
@@ -428,7 +443,7 @@ def _check_models(model: type[Config]) -> list[Any]:
 
 
 def _resolve(
-    config: Config, doc: _Document, file: str, base: Path
+    config: Config, doc: _Document, file: str, base: Path, packs: RulePacks
 ) -> tuple[Config, list[ConfigIssue]]:
     """Fill defaults that depend on other sections and check what spans sections."""
     issues: list[ConfigIssue] = []
@@ -475,10 +490,33 @@ def _resolve(
         patterns.append(
             python if os.path.isabs(python) else os.path.join(glob_escape(str(base)), python)
         )
+    patterns += _pack_patterns(config, doc, file, packs, issues)
     resolved = config.model_copy(
         update={"checks": tuple(checks), "state_dir": state_dir, "rule_files": tuple(patterns)}
     )
     return resolved, issues
+
+
+def _pack_patterns(
+    config: Config, doc: _Document, file: str, packs: RulePacks, issues: list[ConfigIssue]
+) -> list[str]:
+    """The rule files of the packs that ``rule_packs`` names, as globs matching just them."""
+    patterns = []
+    seen: dict[str, int] = {}
+    known = sorted(packs)
+    for index, name in enumerate(config.rule_packs):
+        loc: Loc = ("rule_packs", index)
+        if name not in packs:
+            listing = f"known: {', '.join(known)}" if known else "no rule packs are installed"
+            message = f"unknown rule pack {name!r}{_suggest(name, known)} ({listing})"
+        elif name in seen:
+            message = f"duplicate rule pack {name!r} (also rule_packs[{seen[name]}])"
+        else:
+            seen[name] = index
+            patterns.append(glob_escape(str(packs[name])))
+            continue
+        issues.append(ConfigIssue(file, _line_of(doc.lines, loc), format_loc(loc), message))
+    return patterns
 
 
 def _glob_problem(pattern: str) -> str | None:
@@ -567,10 +605,12 @@ def load_config(
     model: type[Config] = Config,
     environ: Mapping[str, str] | None = None,
     check_rule_files: RuleFilesChecker | None = None,
+    packs: RulePacks | None = None,
 ) -> Config:
     """Read and validate the config file at ``path``; raise ConfigError listing every issue.
 
-    ``check_rule_files`` validates the rule files it names (see :func:`parse_config`).
+    ``check_rule_files`` validates the rule files it names, and ``packs`` are the rule
+    packs it may name (see :func:`parse_config`).
     """
     file = os.fspath(path)
     try:
@@ -587,4 +627,5 @@ def load_config(
         environ=environ,
         base_dir=base_dir,
         check_rule_files=check_rule_files,
+        packs=packs,
     )

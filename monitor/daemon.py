@@ -37,6 +37,7 @@ from rules.files import check_rule_files, load_rule_file
 from rules.group import Group, build_group
 from rules.manager import ManagerOptions, RuleManager
 from rules.metrics import RuleCollector
+from rules.packs import rule_pack_files
 from rules.query import engine_query_func
 from rules.rule import QueryFunc
 from rules.state import AlertStateError, AlertStateStore
@@ -107,6 +108,7 @@ class Daemon:
             model=model,
             environ=self._environ,
             check_rule_files=check_rule_files,
+            packs=rule_pack_files(),
         )
         checks = [self._kinds.get(c.type)(c) for c in config.checks]
         return config, checks

@@ -333,3 +333,98 @@ def test_the_daemon_refuses_a_config_whose_rule_file_is_bad(tmp_path: Path) -> N
     config_file.write_text("rule_files: ['bad.yml']\n")
     with pytest.raises(ConfigError, match=r"bad\.yml:5: group \"g\""):
         Daemon(config_file, environ={}).load()
+
+
+# --- rule packs -------------------------------------------------------------------------------
+
+
+def fake_packs(tmp_path: Path) -> dict[str, Path]:
+    """A catalogue of two packs whose files are in ``tmp_path``, as the daemon passes one."""
+    packs = {}
+    for name in ("host", "checks"):
+        path = tmp_path / "packs" / f"{name} [v1].yml"  # glob characters are taken literally
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(GOOD_RULES)
+        packs[name] = path
+    return packs
+
+
+def test_rule_packs_add_their_files_after_the_rule_files(tmp_path: Path) -> None:
+    (tmp_path / "own.yml").write_text(GOOD_RULES)
+    packs = fake_packs(tmp_path)
+    config_file = tmp_path / "m.yaml"
+    config_file.write_text("rule_files: ['*.yml']\nrule_packs: [checks, host]\n")
+    config = load_config(config_file, model=MODEL, packs=packs)
+    assert config.rule_packs == ("checks", "host")
+    assert rule_file_paths(config) == [tmp_path / "own.yml", packs["checks"], packs["host"]]
+
+
+@pytest.mark.parametrize(
+    ("packs", "listed", "message"),
+    [
+        pytest.param(
+            True,
+            "[host, hots]",
+            "m.yaml:2: rule_packs[1]: unknown rule pack 'hots'; did you mean 'host'? "
+            "(known: checks, host)",
+            id="a misspelt pack name suggests the closest one",
+        ),
+        pytest.param(
+            True,
+            "[nginx]",
+            "m.yaml:2: rule_packs[0]: unknown rule pack 'nginx' (known: checks, host)",
+            id="a name like no pack lists the known ones",
+        ),
+        pytest.param(
+            False,
+            "[host]",
+            "m.yaml:2: rule_packs[0]: unknown rule pack 'host' (no rule packs are installed)",
+            id="without a catalogue no pack is known",
+        ),
+        pytest.param(
+            True,
+            "\n  - host\n  - checks\n  - host",
+            "m.yaml:5: rule_packs[2]: duplicate rule pack 'host' (also rule_packs[0])",
+            id="a pack listed twice is refused on the second line",
+        ),
+    ],
+)
+def test_a_rule_pack_that_cannot_be_loaded_is_located(
+    tmp_path: Path, packs: bool, listed: str, message: str
+) -> None:
+    text = f"store: {{}}\nrule_packs: {listed}\n"
+    catalogue = fake_packs(tmp_path) if packs else None
+    assert errors_of(text, packs=catalogue) == [message]
+
+
+def test_a_bad_pack_file_fails_like_a_bad_rule_file(tmp_path: Path) -> None:
+    packs = fake_packs(tmp_path)
+    packs["host"].write_text(BAD_RULES)
+    config_file = tmp_path / "m.yaml"
+    config_file.write_text("rule_packs: [host]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file, model=MODEL, check_rule_files=check_rule_files, packs=packs)
+    assert [str(i) for i in info.value.issues] == [
+        f'{packs["host"]}:5: group "g", rule 1 "A": expr: could not parse expression: '
+        "cannot parse 'up ==': invalid promql query"
+    ]
+
+
+def test_check_config_and_the_daemon_load_the_shipped_packs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_file = tmp_path / "m.yaml"
+    config_file.write_text("rule_packs: [host, checks, monitord]\n")
+    assert main(["check-config", str(config_file)]) == 0
+    assert capsys.readouterr().out == f"{config_file}: OK (0 checks of kinds -, 3 rule files)\n"
+    daemon = Daemon(config_file, environ={})
+    config, _ = daemon.load()
+    groups = daemon.load_rules(config)
+    assert [(Path(g.file).name, g.name) for g in groups] == [
+        ("host.yml", "host"),
+        ("checks.yml", "checks"),
+        ("monitord.yml", "monitord"),
+    ]
+    config_file.write_text("rule_packs: [hots]\n")
+    assert main(["check-config", str(config_file)]) == 2
+    assert "did you mean 'host'?" in capsys.readouterr().err
