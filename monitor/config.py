@@ -131,6 +131,28 @@ class RuleEvaluationConfig(ConfigModel):
         default=True,
         description="also evaluate a group as soon as samples that its rules select arrive",
     )
+    resend_delay: Duration = Field(
+        default=60.0,
+        gt=0,
+        description="how often a firing alert is re-sent (Prometheus' --rules.alert.resend-delay)",
+    )
+    for_outage_tolerance: Duration = Field(
+        default=3600.0,
+        ge=0,
+        description="longest outage after which 'for' state is still restored on start "
+        "(Prometheus' --rules.alert.for-outage-tolerance)",
+    )
+    for_grace_period: Duration = Field(
+        default=600.0,
+        ge=0,
+        description="least time a restored alert stays pending before it fires again "
+        "(Prometheus' --rules.alert.for-grace-period)",
+    )
+    query_offset: Duration = Field(
+        default=0.0,
+        ge=0,
+        description="default query_offset of every rule group (Prometheus' rule_query_offset)",
+    )
 
 
 RuleFilesChecker = Callable[[Sequence[Path]], Sequence[ConfigIssue]]

@@ -144,9 +144,14 @@ class Daemon:
         return [{"Labels": dict(s.labels.items_tuple()), "Value": s.value} for s in samples]
 
     def _rule_options(self, config: Config) -> ManagerOptions:
+        evaluation = config.rule_evaluation
         return ManagerOptions(
+            resend_delay=round(evaluation.resend_delay * 1000),
+            outage_tolerance=round(evaluation.for_outage_tolerance * 1000),
+            grace_period=round(evaluation.for_grace_period * 1000),
+            default_query_offset=round(evaluation.query_offset * 1000),
             external_labels=dict(config.global_.external_labels),
-            on_arrival=config.rule_evaluation.on_arrival,
+            on_arrival=evaluation.on_arrival,
         )
 
     # --- lifecycle --------------------------------------------------------------------------

@@ -276,6 +276,34 @@ def test_rule_evaluation_on_arrival_defaults_to_true_and_can_be_turned_off() -> 
     assert config.rule_evaluation.on_arrival is False
 
 
+def test_rule_evaluation_flags_default_to_prometheus_and_take_durations() -> None:
+    defaults = parse_config("{}", model=MODEL, environ={}).rule_evaluation
+    assert (
+        defaults.resend_delay,
+        defaults.for_outage_tolerance,
+        defaults.for_grace_period,
+        defaults.query_offset,
+    ) == (60.0, 3600.0, 600.0, 0.0)
+    text = (
+        "rule_evaluation:\n  resend_delay: 30s\n  for_outage_tolerance: 2h\n"
+        "  for_grace_period: 5m\n  query_offset: 1m\n"
+    )
+    config = parse_config(text, model=MODEL, environ={}).rule_evaluation
+    assert (
+        config.resend_delay,
+        config.for_outage_tolerance,
+        config.for_grace_period,
+        config.query_offset,
+    ) == (30.0, 7200.0, 300.0, 60.0)
+
+
+def test_rule_evaluation_resend_delay_must_be_positive() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("rule_evaluation:\n  resend_delay: 0s\n", model=MODEL, environ={})
+    assert "rule_evaluation.resend_delay" in str(caught.value)
+    assert ":2:" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("pattern", "problem"),
     [
@@ -428,3 +456,21 @@ def test_check_config_and_the_daemon_load_the_shipped_packs(
     config_file.write_text("rule_packs: [hots]\n")
     assert main(["check-config", str(config_file)]) == 2
     assert "did you mean 'host'?" in capsys.readouterr().err
+
+
+def test_daemon_hands_rule_evaluation_flags_to_the_rule_manager(tmp_path: Path) -> None:
+    config_file = tmp_path / "m.yaml"
+    config_file.write_text(
+        "rule_evaluation:\n  resend_delay: 30s\n  for_outage_tolerance: 2h\n"
+        "  for_grace_period: 5m\n  query_offset: 1m\n  on_arrival: false\n"
+    )
+    daemon = Daemon(str(config_file))
+    config, _ = daemon.load()
+    options = daemon._rule_options(config)
+    assert (
+        options.resend_delay,
+        options.outage_tolerance,
+        options.grace_period,
+        options.default_query_offset,
+        options.on_arrival,
+    ) == (30_000, 7_200_000, 300_000, 60_000, False)
