@@ -9,6 +9,10 @@ SIGHUP and ``POST /-/reload`` reload atomically: the new file and its rule files
 are validated completely and every check and rule group is built before anything
 changes; on failure the running config stays and the failure is logged and
 exported as ``monitord_config_last_reload_successful 0``.
+
+monitord scrapes itself (:mod:`monitor.selfscrape`): every ``global.scrape_interval``,
+and once after every reload attempt, the samples of its self collectors are written
+to the store, so rules (the ``monitord`` rule pack's) can read them.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from monitor.log import get_logger
 from monitor.plugins import PluginRegistry
 from monitor.query import Engine, selectors
 from monitor.scheduler import Scheduler
+from monitor.selfscrape import SelfScrape
 from monitor.store import Store
 from monitor.systemd import SystemdNotifier
 from monitor.web import WebApp, WebServer
@@ -43,7 +48,14 @@ from rules.rule import QueryFunc
 from rules.state import AlertStateError, AlertStateStore
 from rules.templates import TemplateExpander
 
-__all__ = ["STATE_DB", "STATE_SAVE_INTERVAL", "STOP_GRACE", "Daemon", "check_registry"]
+__all__ = [
+    "SELF_SCRAPE_JOB",
+    "STATE_DB",
+    "STATE_SAVE_INTERVAL",
+    "STOP_GRACE",
+    "Daemon",
+    "check_registry",
+]
 
 log = get_logger("daemon")
 
@@ -57,6 +69,9 @@ STATE_SAVE_INTERVAL = 30.0
 
 STATE_DB = "monitord.db"
 """The SQLite database in the state directory."""
+
+SELF_SCRAPE_JOB = "monitord self-scrape"
+"""The scheduler job id of the self-scrape (check names cannot contain a space)."""
 
 
 def check_registry() -> PluginRegistry[Check[Any]]:
@@ -90,6 +105,8 @@ class Daemon:
         self.store: Store | None = None
         self.scheduler: Scheduler | None = None
         self.rules: RuleManager | None = None
+        self.self_scrape: SelfScrape | None = None
+        self._self_scrape_interval: float | None = None
         self.web: WebServer | None = None
         self._alert_state: AlertStateStore | None = None
         self._query: QueryFunc | None = None
@@ -180,13 +197,17 @@ class Daemon:
         )
         rules.update(groups)
         self.scheduler.on_write = rules.samples_written
+        self_scrape = self.self_scrape = SelfScrape(
+            self.scheduler.write, self.store.set_metadata, clock=self._clock
+        )
         registry = build_registry(
             self.store,
             self.scheduler.stats,
             self.reload_status,
             lambda: self.scheduler.in_flight if self.scheduler else 0,
+            self_scrape=self_scrape,
         )
-        registry.register(RuleCollector(rules.groups))
+        registry.register(self_scrape.add(RuleCollector(rules.groups)))
         app = WebApp(
             registry=registry,
             reload=self.reload,
@@ -206,6 +227,7 @@ class Daemon:
             await self.scheduler.start()
             await self.scheduler.set_checks(checks)
             await rules.start()
+            self._schedule_self_scrape(config)
             self._install_signal_handlers()
             self._spawn(self._gc_loop(), "store gc")
             self._spawn(self._save_loop(), "alert state saving")
@@ -239,6 +261,7 @@ class Daemon:
         if self.rules is not None:
             await self.rules.stop()
         if self.scheduler is not None:
+            self.scheduler.remove_job(SELF_SCRAPE_JOB)
             with contextlib.suppress(LifecycleError):
                 await self.scheduler.stop(grace=STOP_GRACE)
         self._save_alert_state()
@@ -286,6 +309,21 @@ class Daemon:
                     await asyncio.to_thread(self._alert_state.save, states)
                 except AlertStateError as exc:
                     log.error("%s", exc)
+
+    # --- self-scrape ------------------------------------------------------------------------
+
+    def _schedule_self_scrape(self, config: Config) -> None:
+        """Scrape every ``global.scrape_interval`` from now on; the cadence is kept over
+        reloads that leave the interval as it is."""
+        interval = config.global_.scrape_interval
+        if self.scheduler is None or interval == self._self_scrape_interval:
+            return
+        self.scheduler.add_interval_job(SELF_SCRAPE_JOB, self._scrape_self, interval, self._clock())
+        self._self_scrape_interval = interval
+
+    async def _scrape_self(self) -> None:
+        if self.self_scrape is not None:
+            self.self_scrape.scrape()
 
     # --- alert state ------------------------------------------------------------------------
 
@@ -342,6 +380,10 @@ class Daemon:
                 self.config = config
                 self.reload_status.successful = True
                 self.reload_status.last_success = self._clock()
+                self._schedule_self_scrape(config)
                 log.info("config reloaded: %d checks, %d rule groups", len(checks), len(groups))
             finally:
+                # The outcome is in the store at once, not a scrape interval later.
+                if self.self_scrape is not None:
+                    self.self_scrape.scrape()
                 self._notifier.ready()

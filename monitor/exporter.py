@@ -4,7 +4,9 @@ Everything lives in monitord's own ``CollectorRegistry`` (never the global one):
 a collector over the store that yields the latest value of every live series
 with the type its producer declared, and a collector of self metrics (process,
 build, config reloads, scheduler and store figures). The text format 0.0.4 is
-the default; OpenMetrics is served when the scraper asks for it.
+the default; OpenMetrics is served when the scraper asks for it. The daemon also
+scrapes the self metrics into the store (:mod:`monitor.selfscrape`); the store's
+collector leaves those names out so that each family is exported once.
 
 prometheus_client's encoders spend 6-8 us a sample validating and escaping names
 and formatting values. :func:`render` writes the store's families itself from
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import platform
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -41,6 +43,7 @@ from prometheus_client.samples import Sample
 import monitor
 from monitor.model import MetricMetadata, MetricType, is_stale_nan
 from monitor.scheduler import CheckStats
+from monitor.selfscrape import SelfScrape
 from monitor.store import Series, Store
 
 __all__ = ["ReloadStatus", "SelfCollector", "StoreCollector", "build_registry", "render"]
@@ -110,10 +113,14 @@ class StoreCollector(Collector):
     that disappeared from its check disappears from /metrics. A counter whose
     name does not end in ``_total`` is exported as untyped, since the exposition
     formats require the suffix.
+
+    Names in ``exclude`` (read on every collect) are left out: those of monitord's
+    self-scrape, whose collectors export them already.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, exclude: Container[str] = frozenset()) -> None:
         self._store = store
+        self._exclude = exclude
         # Per name, from the last collect: its series in store order and their rows in
         # label order. Reused while the name's series are the same objects, so a scrape
         # neither sorts nor escapes labels; a row outlives changes to its name's series.
@@ -128,7 +135,10 @@ class StoreCollector(Collector):
         for series in store:
             by_name.setdefault(series.name, []).append(series)
         previous, layout = self._layout, {}
+        exclude = self._exclude
         for name in sorted(by_name):
+            if name in exclude:
+                continue
             current = by_name[name]
             cached = previous.get(name)
             if cached is None or cached[0] != current:  # Series compare by identity
@@ -273,13 +283,21 @@ def build_registry(
     check_stats: Callable[[], Mapping[str, tuple[str, CheckStats]]],
     reload_status: ReloadStatus,
     in_flight: Callable[[], int] = lambda: 0,
+    *,
+    self_scrape: SelfScrape | None = None,
 ) -> CollectorRegistry:
-    """monitord's registry: process and platform metrics, self metrics and the store."""
+    """monitord's registry: process and platform metrics, self metrics and the store.
+
+    With ``self_scrape``, the self metrics are scraped into the store too, and the
+    store's collector leaves out the names the self-scrape writes.
+    """
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
-    registry.register(SelfCollector(store, check_stats, reload_status, in_flight))
-    registry.register(StoreCollector(store))
+    own = SelfCollector(store, check_stats, reload_status, in_flight)
+    registry.register(own if self_scrape is None else self_scrape.add(own))
+    exclude: Container[str] = frozenset() if self_scrape is None else self_scrape.names
+    registry.register(StoreCollector(store, exclude))
     return registry
 
 

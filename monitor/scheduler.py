@@ -12,8 +12,9 @@ staleness marker for every series the previous run produced and this one did
 not, as Prometheus does for scrape targets. After each write, the ``on_write``
 hook (if set) is told what was written; rules use it to evaluate on arrival.
 
-Other periodic work (rule groups) can run on the same APScheduler through
-:meth:`Scheduler.add_interval_job`.
+Other periodic work (rule groups, the self-scrape) can run on the same APScheduler
+through :meth:`Scheduler.add_interval_job`; samples that are not a check's can be
+stored through :meth:`Scheduler.write`, which calls the ``on_write`` hook too.
 """
 
 from __future__ import annotations
@@ -228,6 +229,12 @@ class Scheduler:
         stale += [Sample(n, entry.check_labels, STALE_NAN) for n in CHECK_METADATA]
         self._store.append(stale, now)
         self._written(stale, now)
+
+    def write(self, samples: Sequence[Sample], timestamp: int) -> None:
+        """Store samples that are not a check's (monitord's self-scrape) the way a check
+        run's are stored: appended at ``timestamp`` (ms), then the ``on_write`` hook."""
+        self._store.append(samples, timestamp)
+        self._written(samples, timestamp)
 
     def _written(self, samples: Sequence[Sample], timestamp: int) -> None:
         if self.on_write is None:

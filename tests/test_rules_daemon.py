@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.support import wait_for
+from tests.support import require_program, wait_for
 from tests.test_daemon import Running, start_daemon
 
 __all__ = ["start_daemon"]  # the fixture, used by name
@@ -178,3 +180,56 @@ def test_a_pending_alert_keeps_its_for_clock_across_a_restart(
     wait_for(lambda: active_at() < restarted)
     assert first - 1 <= active_at()
     assert restarted - active_at() >= 2.0
+
+
+SELF_CONFIG = """
+server:
+  listen: 127.0.0.1:{port}
+state_dir: {state}
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files: [self.yml]
+rule_packs: [monitord]
+"""
+
+SELF_RULES = """
+groups:
+  - name: self
+    rules:
+      - record: self_rule_group_rules
+        expr: monitord_rule_group_rules
+      - alert: ReloadFailed
+        expr: monitord_config_last_reload_successful == 0
+"""
+
+
+def test_self_metrics_reach_rules_and_are_on_metrics_once(
+    start_daemon: Any, tmp_path: Path
+) -> None:
+    promtool = require_program("promtool", "prometheus")
+    (tmp_path / "self.yml").write_text(SELF_RULES)
+    daemon: Running = start_daemon(SELF_CONFIG)
+    daemon.notifications(until="READY=1")
+    # A recording rule over a self metric: the self-scrape put it in the store.
+    wait_for(lambda: "self_rule_group_rules{" in daemon.get("/metrics")[2])
+    assert "ReloadFailed" not in alerts(daemon)
+
+    _, _, body = daemon.get("/metrics")
+    types = Counter(line.split()[2] for line in body.splitlines() if line.startswith("# TYPE "))
+    assert [name for name, n in types.items() if n > 1] == []
+    assert types["monitord_config_last_reload_successful"] == 1
+    assert types["monitord_rule_evaluation_failures_total"] == 1
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, text=True, timeout=30
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    groups = get_json(daemon, "/api/v1/rules")["data"]["groups"]
+    pack = next(g for g in groups if g["name"] == "monitord")
+    assert {r["health"] for r in pack["rules"]} == {"ok"}
+
+    daemon.config.write_text(daemon.config.read_text() + "checks:\n  - name: x\n    type: sytem\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: alerts(daemon).get("ReloadFailed", {}).get("state") == "firing")
+    assert alerts(daemon)["ReloadFailed"]["value"] == "0e+00"
