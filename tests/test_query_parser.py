@@ -18,9 +18,8 @@ from monitor.query.notation import (
 from monitor.store import Matcher, MatchOp
 
 UNSUPPORTED = [
-    pytest.param("max_over_time(up[10m:1m])", "subquery", id="subquery"),
-    pytest.param("up @ 1700000000", "@ modifier", id="at modifier"),
-    pytest.param("rate(up[5m] @ end())", "@ modifier", id="at modifier on a range"),
+    pytest.param("up @ -1700000000", "negative @ timestamp", id="an @ time before 1970"),
+    pytest.param("up @ 1e30", "out of bounds", id="an @ time past int64 milliseconds"),
     pytest.param("histogram_count(h)", "native histogram", id="native histogram function"),
     pytest.param("histogram_fraction(0, 1, h)", "native histogram", id="histogram_fraction"),
     pytest.param("mad_over_time(up[5m])", "experimental", id="experimental function"),
@@ -40,6 +39,23 @@ def test_out_of_scope_feature_is_refused_at_parse_time(expr: str, feature: str) 
     assert info.value.expr == expr
 
 
+ACCEPTED = [
+    pytest.param("max_over_time(up[10m:1m])", id="a subquery"),
+    pytest.param("max_over_time(up[10m:])", id="a subquery with the default step"),
+    pytest.param("up @ 1700000000", id="the @ modifier"),
+    pytest.param("rate(up[5m] @ end() offset 1m)", id="@ end() and offset on a range selector"),
+    pytest.param("max_over_time(rate(up[1m])[5m:] @ start())", id="@ start() on a subquery"),
+    pytest.param("up @ -0", id="an @ time of minus zero"),
+    pytest.param('up{a="@ -5"} @ 5', id="a label value that reads like a negative @"),
+    pytest.param("up # @ -5\n @ 5", id="a comment that reads like a negative @"),
+]
+
+
+@pytest.mark.parametrize("expr", ACCEPTED)
+def test_at_modifier_and_subqueries_are_accepted(expr: str) -> None:
+    parse_expr(expr)
+
+
 def test_syntax_error_is_a_query_error_but_not_unsupported() -> None:
     with pytest.raises(QueryError) as info:
         parse_expr("sum(")
@@ -56,6 +72,14 @@ def test_selectors_lists_every_selector_with_its_name() -> None:
     assert found == [
         [Matcher("__name__", MatchOp.EQ, "a"), Matcher("job", MatchOp.EQ, "x")],
         [Matcher("__name__", MatchOp.RE, "(?s:b|c)"), Matcher("job", MatchOp.NE, "y")],
+    ]
+
+
+def test_selectors_finds_the_selectors_inside_subqueries() -> None:
+    found = selectors('max_over_time(rate(a{job="x"}[1m])[10m:] @ 100) + b offset 1m')
+    assert found == [
+        [Matcher("__name__", MatchOp.EQ, "a"), Matcher("job", MatchOp.EQ, "x")],
+        [Matcher("__name__", MatchOp.EQ, "b")],
     ]
 
 
@@ -120,6 +144,7 @@ def test_series_line_splits_name_labels_and_values() -> None:
 
 
 DESCRIPTIONS = [
+    pytest.param("", ("", Labels()), id="nothing is the empty label set"),
     pytest.param("up", ("up", Labels()), id="bare name"),
     pytest.param('up{job="x"}', ("up", Labels.of(job="x")), id="name and labels"),
     pytest.param('{__name__="up", job="x"}', ("up", Labels.of(job="x")), id="name as a label"),

@@ -5,17 +5,24 @@ evaluated for all steps at once, instant vectors as one list of samples per
 step and scalars as one float per step (as ``promql/engine.go``'s
 ``rangeEval``). Instant selectors look back ``lookback_delta`` (5 minutes) for
 the newest sample, ``(t - lookback, t]``, and a staleness marker hides the
-series; range selectors read ``(t - range, t]``; ``offset`` shifts both.
-``__name__`` is dropped late, when the result is handed out, so that
-``label_replace`` can still use it; a result with two series of the same
-labels is an error, as in Prometheus.
+series; range selectors read ``(t - range, t]``; ``offset`` shifts both and
+``@`` pins them to one time (see :mod:`monitor.query.timing`). A subquery
+evaluates its expression with a second evaluator whose steps are the
+subquery's, once for all the outer steps, and hands each outer step the
+window of points it covers, as a range selector would. ``__name__`` is
+dropped late, when the result is handed out, so that ``label_replace`` can
+still use it; a result with two series of the same labels is an error, as in
+Prometheus.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
+from itertools import pairwise
 from typing import Any, Final
 
 import promql_parser as pp
@@ -51,6 +58,7 @@ from monitor.query.samples import (
     StepVectors,
     StringValue,
 )
+from monitor.query.timing import at_ms, read_times, subquery_steps
 from monitor.query.values import Matrix, RangeSeries, Scalar, String, Value, Vector, VectorSample
 from monitor.store import Matcher, MatchOp, Series, Store
 
@@ -66,21 +74,31 @@ _CARDS: Final = (
 
 
 class Engine:
-    """Evaluates PromQL expressions over a :class:`~monitor.store.Store`."""
+    """Evaluates PromQL expressions over a :class:`~monitor.store.Store`.
 
-    def __init__(self, store: Store, *, lookback_delta: float = 300.0) -> None:
+    ``lookback_delta`` (seconds) is how far an instant selector looks back;
+    ``default_subquery_step`` (seconds) is the step of a subquery written without
+    one (``expr[5m:]``), Prometheus's global evaluation interval.
+    """
+
+    def __init__(
+        self, store: Store, *, lookback_delta: float = 300.0, default_subquery_step: float = 60.0
+    ) -> None:
         if not lookback_delta > 0:
             raise ValueError(f"lookback_delta must be positive, got {lookback_delta}")
+        if not default_subquery_step > 0:
+            raise ValueError(f"default_subquery_step must be positive, got {default_subquery_step}")
         self._store = store
         self._lookback_ms = round(lookback_delta * 1000)
+        self._subquery_step_ms = max(1, round(default_subquery_step * 1000))
 
     def instant(self, expr: str | Expr, t_ms: int) -> Value:
-        """Evaluate at one time (ms): a Scalar, String, Vector, or Matrix for a range selector."""
+        """Evaluate at one time (ms); a range selector or subquery gives its points as a Matrix."""
         text, node = _prepare(expr)
-        ev = _Evaluator(self._store, t_ms, t_ms, 1, self._lookback_ms)
+        ev = _Evaluator(self._query(t_ms, t_ms), [t_ms])
         try:
             top = _unwrap(node)
-            if isinstance(top, pp.MatrixSelector):
+            if isinstance(top, pp.MatrixSelector | pp.SubqueryExpr):
                 return ev.raw_matrix(top)
             return _instant_result(ev.eval(node))
         except EvalError as exc:
@@ -94,15 +112,18 @@ class Engine:
         if end_ms < start_ms:
             raise QueryError(text, "end timestamp must not be before start time")
         top = _unwrap(node)
-        if isinstance(top, pp.MatrixSelector | pp.StringLiteral):
-            kind = "range vector" if isinstance(top, pp.MatrixSelector) else "string"
+        if isinstance(top, pp.MatrixSelector | pp.SubqueryExpr | pp.StringLiteral):
+            kind = "string" if isinstance(top, pp.StringLiteral) else "range vector"
             reason = f'invalid expression type "{kind}" for range query'
             raise QueryError(text, reason + ", must be Scalar or instant Vector")
-        ev = _Evaluator(self._store, start_ms, end_ms, step_ms, self._lookback_ms)
+        ev = _Evaluator(self._query(start_ms, end_ms), range(start_ms, end_ms + 1, step_ms))
         try:
             return _range_result(ev.eval(node), ev.times)
         except EvalError as exc:
             raise QueryError(text, str(exc)) from exc
+
+    def _query(self, start_ms: int, end_ms: int) -> _Query:
+        return _Query(self._store, start_ms, end_ms, self._lookback_ms, self._subquery_step_ms)
 
 
 def _prepare(expr: str | Expr) -> tuple[str, Expr]:
@@ -179,63 +200,153 @@ def _range_result(value: Evaluated, times: list[int]) -> Matrix:
     )
 
 
-class _Evaluator:
-    """One query's evaluation: its steps, lookback and the series each selector picked."""
+@dataclass(slots=True)
+class _Query:
+    """What the evaluators of one query share, its subqueries' included."""
 
-    def __init__(self, store: Store, start: int, end: int, step: int, lookback_ms: int) -> None:
-        self.store = store
-        self.times = list(range(start, end + 1, step))
-        self.lookback = lookback_ms
-        self._selected: dict[str, list[tuple[Series, Labels]]] = {}
+    store: Store
+    start: int  # what @ start() and @ end() stand for
+    end: int
+    lookback: int
+    subquery_step: int
+    selected: dict[str, list[tuple[Series, Labels]]] = field(default_factory=dict)
+
+
+#: One series of a range vector: its labels, whether its name is to go, its window per step.
+_RangeSeries = tuple[Labels, bool, Iterator[Window]]
+
+
+class _Points:
+    """A subquery's result for one series: points in time order."""
+
+    __slots__ = ("drop_name", "points", "times")
+
+    def __init__(self, drop_name: bool) -> None:
+        self.drop_name = drop_name
+        self.times: list[int] = []
+        self.points: list[tuple[int, float]] = []
+
+    def between(self, start: int, end: int) -> list[tuple[int, float]]:
+        """The points in ``(start, end]``."""
+        return self.points[bisect_right(self.times, start) : bisect_right(self.times, end)]
+
+
+class _Evaluator:
+    """One evaluation over a list of steps: the query's, or a subquery's own."""
+
+    def __init__(self, query: _Query, times: Sequence[int]) -> None:
+        self.query = query
+        self.times = list(times)
 
     # -- selectors -----------------------------------------------------------------------------
 
     def select(self, selector: Expr) -> list[tuple[Series, Labels]]:
         """The series a vector selector picks, with their labels including ``__name__``."""
         key = str(selector)
-        found = self._selected.get(key)
+        found = self.query.selected.get(key)
         if found is None:
             found = []
-            for series in self.store.select(selector_matchers(selector)):
+            for series in self.query.store.select(selector_matchers(selector)):
                 labels = Labels((*series.labels.items_tuple(), (NAME, series.name)))
                 found.append((series, labels))
             found.sort(key=lambda pair: pair[1].items_tuple())
-            self._selected[key] = found
+            self.query.selected[key] = found
         return found
 
+    def reads(self, at: Any, offset: timedelta | None) -> list[int]:
+        """The time a selector or subquery with these modifiers reads at, for every step."""
+        return read_times(self.times, at_ms(at, self.query.start, self.query.end), _ms(offset))
+
     def vector_selector(self, node: Expr) -> StepVectors:
-        offset = _ms(node.offset)
+        reads = self.reads(node.at, node.offset)
         out = StepVectors([[] for _ in self.times])
         for series, labels in self.select(node):
-            for i, t in enumerate(self.times):
-                point = series.latest(t - offset, self.lookback)
-                if point is None or is_stale_nan(point[1]):
-                    continue
-                out.steps[i].append(Sample(labels, point[1], False, point[0]))
+            read: int | None = None
+            sample: Sample | None = None
+            for i, r in enumerate(reads):
+                if r != read:  # with @, every step reads at the same time
+                    read = r
+                    point = series.latest(r, self.query.lookback)
+                    if point is None or is_stale_nan(point[1]):
+                        sample = None
+                    else:
+                        sample = Sample(labels, point[1], False, point[0])
+                if sample is not None:
+                    out.steps[i].append(sample)
         return out
 
-    def windows(self, node: Expr, t: int) -> list[tuple[Labels, Window]]:
-        """Every selected series' non-stale points in the matrix selector's window at ``t``."""
+    def range_vector(self, node: Expr) -> list[_RangeSeries]:
+        """Every series of a range selector or subquery, with its window at each step."""
+        if isinstance(node, pp.SubqueryExpr):
+            return self.subquery(node)
+        selector = node.vector_selector
+        reads = self.reads(selector.at, selector.offset)
+        range_ms = _ms(node.range)
         return [
-            (labels, self.window(series, node, t))
-            for series, labels in self.select(node.vector_selector)
+            (labels, False, self.windows(series.range, reads, range_ms))
+            for series, labels in self.select(selector)
         ]
 
-    def window(self, series: Series, node: Expr, t: int) -> Window:
-        """One series' non-stale points in the matrix selector's window at ``t``."""
-        end = t - _ms(node.vector_selector.offset)
-        start = end - _ms(node.range)
-        points = series.range(start, end)
-        if any(p[1] != p[1] for p in points):  # only a NaN can be a staleness marker
-            points = [p for p in points if not is_stale_nan(p[1])]
-        return Window(points, t, start, end)
+    def subquery(self, node: Expr) -> list[_RangeSeries]:
+        """Evaluate a subquery's expression at its own steps, then window it like a selector."""
+        reads = self.reads(node.at, node.offset)
+        range_ms = _ms(node.range)
+        step_ms = _ms(node.step) or self.query.subquery_step
+        inner = _Evaluator(self.query, subquery_steps(reads[0], reads[-1], range_ms, step_ms))
+        if not inner.times:
+            return []
+        value = inner.eval(node.expr)
+        if not isinstance(value, StepVectors):
+            raise EvalError(f"a subquery needs an instant vector, got {_kind(value)}")
+        found: dict[Labels, _Points] = {}
+        for t, step in zip(inner.times, value.steps, strict=True):
+            for s in step:
+                series = found.get(s.labels)
+                if series is None:
+                    series = found[s.labels] = _Points(s.drop_name)
+                elif series.times[-1] == t:
+                    raise EvalError(DUPLICATE_LABELSET)
+                series.times.append(t)
+                series.points.append((t, s.value))
+        return [
+            (labels, series.drop_name, self.windows(series.between, reads, range_ms))
+            for labels, series in found.items()
+        ]
+
+    def windows(
+        self,
+        fetch: Callable[[int, int], list[tuple[int, float]]],
+        reads: list[int],
+        range_ms: int,
+    ) -> Iterator[Window]:
+        """One series' non-stale points in ``(read - range, read]`` at each step."""
+        read: int | None = None
+        points: list[tuple[int, float]] = []
+        for t, end in zip(self.times, reads, strict=True):
+            start = end - range_ms
+            if end != read:  # with @, every step reads the same window
+                read = end
+                points = fetch(start, end)
+                if any(p[1] != p[1] for p in points):  # only a NaN can be a staleness marker
+                    points = [p for p in points if not is_stale_nan(p[1])]
+            yield Window(points, t, start, end)
 
     def raw_matrix(self, node: Expr) -> Matrix:
-        """An instant query of a range selector: the raw points of each series."""
+        """An instant query of a range selector or subquery: the points of each series."""
+        merged: dict[Labels, list[tuple[int, float]]] = {}
+        for labels, drop_name, windows in self.range_vector(node):
+            points = next(windows).points
+            if not points:
+                continue
+            key = labels.without(NAME) if drop_name else labels
+            if key in merged:  # names dropped: series merge unless they share a time
+                both = sorted([*merged[key], *points])
+                if any(a[0] == b[0] for a, b in pairwise(both)):
+                    raise EvalError(DUPLICATE_LABELSET)
+                points = both
+            merged[key] = points
         return Matrix(
-            RangeSeries(labels, window.points)
-            for labels, window in self.windows(node, self.times[0])
-            if window.points
+            RangeSeries(labels, merged[labels]) for labels in sorted(merged, key=Labels.items_tuple)
         )
 
     # -- dispatch ------------------------------------------------------------------------------
@@ -257,7 +368,7 @@ class _Evaluator:
             return self.aggregate(node)
         if isinstance(node, pp.Call):
             return self.call(node)
-        if isinstance(node, pp.MatrixSelector):
+        if isinstance(node, pp.MatrixSelector | pp.SubqueryExpr):
             raise EvalError("a range vector cannot be used here; apply a function to it")
         raise EvalError(f"{type(node).__name__} is not supported")
 
@@ -365,29 +476,30 @@ class _Evaluator:
 
     def range_function(self, name: str, args: list[Expr]) -> StepVectors:
         matrix_index = next(
-            (i for i, a in enumerate(args) if isinstance(a, pp.MatrixSelector)), None
+            (i for i, a in enumerate(args) if isinstance(a, pp.MatrixSelector | pp.SubqueryExpr)),
+            None,
         )
         if matrix_index is None:
             raise EvalError(f"{name}() needs a range vector argument")
         params = [self.scalars(a) for i, a in enumerate(args) if i != matrix_index]
-        selector = args[matrix_index]
-        out = StepVectors([[] for _ in self.times])
+        series = self.range_vector(args[matrix_index])
         if name == "absent_over_time":
-            labels = absent_labels(selector)
-            for i, t in enumerate(self.times):
-                if not any(w.points for _, w in self.windows(selector, t)):
-                    out.steps[i].append(Sample(labels, 1.0, True))
-            return out
+            present = [False] * len(self.times)
+            for _, _, windows in series:
+                for i, window in enumerate(windows):
+                    present[i] = present[i] or bool(window.points)
+            labels = absent_labels(args[matrix_index])
+            return StepVectors([[] if p else [Sample(labels, 1.0, True)] for p in present])
         fn = RANGE_FUNCTIONS[name]
-        drop_name = name != "last_over_time"
-        for series, labels in self.select(selector.vector_selector):
-            for i, t in enumerate(self.times):
-                window = self.window(series, selector, t)
+        keeps_name = name == "last_over_time"
+        out = StepVectors([[] for _ in self.times])
+        for labels, drop_name, windows in series:
+            for i, window in enumerate(windows):
                 if not window.points:
                     continue
                 value = fn(window, [p[i] for p in params])
                 if value is not None:
-                    out.steps[i].append(Sample(labels, value, drop_name))
+                    out.steps[i].append(Sample(labels, value, drop_name or not keeps_name))
         return out
 
     def date_function(self, fn: Callable[[Any], float], args: list[Expr]) -> StepVectors:

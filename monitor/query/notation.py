@@ -75,8 +75,14 @@ def parse_series_line(line: str) -> SeriesSpec:
 
 
 def parse_series_description(text: str) -> tuple[str, Labels]:
-    """Parse ``name{label="value", ...}`` alone (nothing may follow it)."""
+    """Parse ``name{label="value", ...}`` alone (nothing may follow it).
+
+    An empty text is the empty label set, as for Prometheus's ``parser.ParseMetric``
+    (promtool's ``exp_samples`` without ``labels``).
+    """
     text = text.strip()
+    if not text:
+        return "", Labels()
     name, labels, end = _parse_description(text, 0)
     if text[end:].strip():
         raise ValueError(f"unexpected {text[end:].strip()!r} after series description {text!r}")

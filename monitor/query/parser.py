@@ -2,19 +2,22 @@
 
 The grammar is the ``promql-parser`` package's; this module translates its
 errors into :class:`~monitor.errors.QueryError` and walks the tree once so that
-anything outside monitord's subset (subqueries, ``@``, native-histogram and
-experimental functions, ...) raises :class:`~monitor.errors.UnsupportedQueryError`
-before evaluation starts, never a wrong answer later.
+anything outside monitord's subset (native-histogram and experimental
+functions, ``@`` before 1970, ...) raises
+:class:`~monitor.errors.UnsupportedQueryError` before evaluation starts, never
+a wrong answer later.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final, TypeAlias
 
 import promql_parser
 
 from monitor.errors import QueryError, UnsupportedQueryError
 from monitor.query.regex import translate_go_regex
+from monitor.query.timing import at_literal_ms
 
 __all__ = [
     "AGGREGATIONS",
@@ -90,6 +93,11 @@ _EXPERIMENTAL_FUNCTIONS: Final = frozenset(
         "step",
     }
 )
+# Strings and comments, which may contain anything; and an @ followed by a negative number.
+_STRINGS_AND_COMMENTS: Final = re.compile(
+    r""""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`|#[^\n]*"""
+)
+_NEGATIVE_AT: Final = re.compile(r"@\s*-\s*([0-9A-Za-z_.]+(?:[eE][+-]?[0-9]+)?)")
 
 
 def parse_expr(text: str) -> Expr:
@@ -102,7 +110,9 @@ def parse_expr(text: str) -> Expr:
         expr = promql_parser.parse(text)
     except ValueError as exc:
         raise QueryError(text, f"cannot parse {text!r}: {exc}") from exc
-    reason = unsupported_reason(expr)
+    # promql-parser keeps a time before 1970 in a form that cannot be read back
+    # (see monitor.query.timing), so it is caught in the text.
+    reason = "a negative @ timestamp" if _has_negative_at(text) else unsupported_reason(expr)
     if reason is not None:
         raise UnsupportedQueryError(text, f"{reason} is not supported (in {text!r})")
     return expr
@@ -123,9 +133,35 @@ def unsupported_reason(expr: Expr) -> str | None:
     return found[0] if found else None
 
 
+def _has_negative_at(text: str) -> bool:
+    code = _STRINGS_AND_COMMENTS.sub(" ", text)
+    return any(not _is_zero(m.group(1)) for m in _NEGATIVE_AT.finditer(code))
+
+
+def _is_zero(number: str) -> bool:
+    try:
+        return float(number) == 0
+    except ValueError:
+        pass
+    try:
+        return int(number, 0) == 0
+    except ValueError:
+        return False  # a duration such as 1m
+
+
+def _at_reason(modifier: Any) -> str | None:
+    if modifier is None or modifier.type != promql_parser.AtModifierType.At:
+        return None
+    try:
+        at_literal_ms(modifier)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _node_reason(node: Expr) -> str | None:
     if isinstance(node, promql_parser.SubqueryExpr):
-        return "a subquery"
+        return _at_reason(node.at)
     if isinstance(node, promql_parser.VectorSelector):
         return _selector_reason(node)
     if isinstance(node, promql_parser.MatrixSelector):
@@ -154,8 +190,9 @@ def _node_reason(node: Expr) -> str | None:
 
 
 def _selector_reason(selector: Expr) -> str | None:
-    if selector.at is not None:
-        return "the @ modifier"
+    reason = _at_reason(selector.at)
+    if reason is not None:
+        return reason
     if selector.matchers.or_matchers:
         return "'or' inside a label matcher list"
     for m in selector.matchers.matchers:

@@ -12,16 +12,24 @@ The DSL is ``promql/promqltest``'s (see its README.md and test.go)::
     clear
 
 Every eval ends up passed, failed (with the reason) or skipped with the
-reason it needs a feature monitord does not implement. Whether an eval is out
-of scope is decided by inspecting it, never by running it: its expression
-(subqueries, ``@``, experimental and native-histogram functions), the data it
-selects (native histogram samples, ``load_with_nhcb`` histograms), its
-expected output (``{{...}}`` histograms) and its expectations (``expect
-warn``/``info``: monitord reports no annotations).
+reason it needs a feature monitord does not implement. Whether an eval is
+skipped is decided by inspecting it, never by running it: its expression
+(experimental and native-histogram functions), the data it selects (native
+histogram samples, ``load_with_nhcb`` histograms), its expected output
+(``{{...}}`` histograms) and its expectations (``expect warn``/``info``:
+monitord reports no annotations).
 
 As in Prometheus's runner, an instant eval is also run as a range query
-(from ``t-1m`` to ``t+1m`` step ``1m``) and its middle step compared; the
-``@``-modifier variants Prometheus adds are not run.
+(from ``t-1m`` to ``t+1m`` step ``1m``) and its middle step compared, unless
+it mentions ``start()``, ``end()``, ``range()`` or ``step()``; and its
+``@``-modifier variants are run (see :mod:`tests.conformance.at_variants`).
+Subqueries without a step use 1m, as in Prometheus's test engine.
+
+The issue that set monitord's PromQL scope leaves ``@`` and subqueries out, so
+results come in three scopes (:class:`Scope`): the evals in the issue's scope;
+the evals that use ``@`` or a subquery, run with their ``@`` variants as
+Prometheus does; and the ``@`` variants of the in-scope instant evals that
+pass, one result per eval. Only the first counts towards the in-scope share.
 
 ``python -m tests.conformance.promqltest [DIR]`` prints the figures per file.
 """
@@ -43,7 +51,7 @@ import promql_parser
 
 from monitor.errors import QueryError
 from monitor.model import Labels, Sample, is_stale_nan
-from monitor.query import Engine, Matrix, Scalar, String, Vector, selectors
+from monitor.query import Engine, Matrix, Scalar, String, Vector, VectorSample, selectors
 from monitor.query.notation import (
     NativeHistogramNotation,
     SeriesSpec,
@@ -52,12 +60,14 @@ from monitor.query.notation import (
 )
 from monitor.query.parser import unsupported_reason
 from monitor.store import Matcher, Store
+from tests.conformance.at_variants import at_variant, at_variant_times
 
 __all__ = [
     "BASELINE",
     "DEFAULT_DIR",
     "EvalResult",
     "Outcome",
+    "Scope",
     "passing_ids",
     "run_dir",
     "run_file",
@@ -96,6 +106,9 @@ _DURATION_UNITS_MS: Final = (
     1,
 )
 _ANNOTATIONS: Final = "checks warn/info annotations, which monitord does not report"
+# Prometheus's runner skips the range-mode check for these (reQueryContextFuncs).
+_QUERY_CONTEXT_FUNCS: Final = re.compile(r"(start|end|range|step)\(\)")
+_ID: Final = re.compile(r"^(.*):(\d+)(@?)$")
 # Syntax that only Prometheus's experimental parser options accept.
 _EXPERIMENTAL_SYNTAX: Final = (
     (re.compile(r"\b(anchored|smoothed)\b"), "needs extended range selectors (anchored/smoothed)"),
@@ -111,14 +124,26 @@ class Outcome(enum.StrEnum):
     SKIPPED = "skipped"
 
 
+class Scope(enum.StrEnum):
+    """Which count a result goes to."""
+
+    IN_SCOPE = "in scope"
+    AT_OR_SUBQUERY = "beyond the issue's scope: @/subquery"
+    AT_VARIANTS = "beyond the issue's scope: @ variants of passing in-scope instant evals"
+
+
 @dataclass(frozen=True, slots=True)
 class EvalResult:
-    """One eval's outcome; ``detail`` is the failure or the skip reason."""
+    """One eval's outcome; ``detail`` is the failure or the skip reason.
+
+    The ``@`` variants of an in-scope eval ``file:line`` are the result ``file:line@``.
+    """
 
     id: str
     expr: str
     outcome: Outcome
     detail: str = ""
+    scope: Scope = Scope.IN_SCOPE
     #: For an eval skipped only for its annotation expectations: did the values match?
     values_match: bool | None = None
 
@@ -330,7 +355,7 @@ class _World:
 
     def __init__(self) -> None:
         self.store = Store(samples_per_series=1_000_000, retention=1e12, max_series=1_000_000)
-        self.engine = Engine(self.store)
+        self.engine = Engine(self.store, default_subquery_step=60.0)
         self.native: list[Labels] = []
 
     def load(self, cmd: _Load) -> None:
@@ -427,8 +452,26 @@ def skip_reason(cmd: _Eval, world: _World) -> str | None:
     return None
 
 
-def run_eval(cmd: _Eval, world: _World) -> str | None:
-    """Run one eval; None if it passed, else what went wrong."""
+def uses_at_or_subquery(expr: str) -> bool:
+    """Whether an expression needs ``@`` or a subquery, which the issue's scope leaves out."""
+    try:
+        node = promql_parser.parse(expr)
+    except ValueError:
+        return False
+    found: list[bool] = []
+
+    def visit(n: object) -> bool:
+        if isinstance(n, promql_parser.SubqueryExpr) or getattr(n, "at", None) is not None:
+            found.append(True)
+            return False
+        return True
+
+    promql_parser.walk(node, visit)
+    return bool(found)
+
+
+def run_eval(cmd: _Eval, world: _World, *, at_variants: bool = True) -> str | None:
+    """Run one eval, with its ``@`` variants if asked; None if it passed, else what went wrong."""
     if cmd.is_range:
         try:
             result = world.engine.range(cmd.expr, cmd.start, cmd.end, cmd.step)
@@ -437,8 +480,32 @@ def run_eval(cmd: _Eval, world: _World) -> str | None:
         if cmd.fail:
             return "expected an error, got none"
         return _compare_matrix(cmd, result, cmd.start, cmd.end, cmd.step)
+    problem = _run_instant(cmd, world, cmd.expr, cmd.start)
+    if problem is not None or not at_variants:
+        return problem
+    return run_at_variants(cmd, world)
+
+
+def has_at_variants(cmd: _Eval) -> bool:
+    """Whether Prometheus's runner adds ``@`` variants to this eval."""
+    return not cmd.is_range and at_variant(cmd.expr, cmd.start) is not None
+
+
+def run_at_variants(cmd: _Eval, world: _World) -> str | None:
+    """Run an instant eval's ``@`` variants; None if all pass (or there are none)."""
+    text = None if cmd.is_range else at_variant(cmd.expr, cmd.start)
+    if text is None:
+        return None
+    for t in at_variant_times(cmd.start):
+        problem = _run_instant(cmd, world, text, t)
+        if problem is not None:
+            return f"@ variant {text} at {t / 1000:g}s: {problem}"
+    return None
+
+
+def _run_instant(cmd: _Eval, world: _World, expr: str, t: int) -> str | None:
     try:
-        value = world.engine.instant(cmd.expr, cmd.start)
+        value = world.engine.instant(expr, t)
     except QueryError as exc:
         return _check_failure(cmd, exc)
     if cmd.fail:
@@ -446,11 +513,11 @@ def run_eval(cmd: _Eval, world: _World) -> str | None:
     problem = _compare_instant(cmd, value)
     if problem is not None or cmd.range_vector is not None or cmd.expected_string is not None:
         return problem
-    if not isinstance(value, Vector | Scalar):
+    if not isinstance(value, Vector | Scalar) or _QUERY_CONTEXT_FUNCS.search(expr):
         return None
     # The same query in range mode, compared at its middle step.
     try:
-        mat = world.engine.range(cmd.expr, cmd.start - 60_000, cmd.start + 60_000, 60_000)
+        mat = world.engine.range(expr, t - 60_000, t + 60_000, 60_000)
     except QueryError as exc:
         return f"range mode: error {exc}"
     if cmd.ordered:
@@ -459,11 +526,9 @@ def run_eval(cmd: _Eval, world: _World) -> str | None:
     if sorted_problem is not None:
         return "range mode: " + sorted_problem
     middle = Vector()
-    from monitor.query import VectorSample
-
     for series in mat:
-        for t, v in series.points:
-            if t == cmd.start:
+        for point_t, v in series.points:
+            if point_t == t:
                 middle.append(VectorSample(series.labels, v))
                 break
     if isinstance(value, Scalar):
@@ -581,7 +646,7 @@ def _assert_sorted(mat: Matrix) -> str | None:
 
 
 def run_file(path: Path) -> list[EvalResult]:
-    """Run every command of one promqltest file; one result per eval."""
+    """Run every command of one promqltest file; one result per eval, one per @ variant set."""
     world = _World()
     results: list[EvalResult] = []
     for cmd in parse_test(path.read_text(encoding="utf-8")):
@@ -590,20 +655,31 @@ def run_file(path: Path) -> list[EvalResult]:
         elif isinstance(cmd, _Load):
             world.load(cmd)
         else:
-            eval_id = f"{path.name}:{cmd.line}"
-            reason = skip_reason(cmd, world)
-            if reason == _ANNOTATIONS:
-                # Still worth knowing whether the values are right.
-                matched = run_eval(cmd, world) is None
-                results.append(EvalResult(eval_id, cmd.expr, Outcome.SKIPPED, reason, matched))
-                continue
-            if reason is not None:
-                results.append(EvalResult(eval_id, cmd.expr, Outcome.SKIPPED, reason))
-                continue
-            problem = run_eval(cmd, world)
-            outcome = Outcome.PASSED if problem is None else Outcome.FAILED
-            results.append(EvalResult(eval_id, cmd.expr, outcome, problem or ""))
+            results.extend(_run_cmd(f"{path.name}:{cmd.line}", cmd, world))
     return results
+
+
+def _run_cmd(eval_id: str, cmd: _Eval, world: _World) -> Iterator[EvalResult]:
+    in_scope = not uses_at_or_subquery(cmd.expr)
+    scope = Scope.IN_SCOPE if in_scope else Scope.AT_OR_SUBQUERY
+    reason = skip_reason(cmd, world)
+    if reason == _ANNOTATIONS:
+        # Still worth knowing whether the values are right.
+        matched = run_eval(cmd, world, at_variants=not in_scope) is None
+        yield EvalResult(
+            eval_id, cmd.expr, Outcome.SKIPPED, reason, scope=scope, values_match=matched
+        )
+        return
+    if reason is not None:
+        yield EvalResult(eval_id, cmd.expr, Outcome.SKIPPED, reason, scope=scope)
+        return
+    problem = run_eval(cmd, world, at_variants=not in_scope)
+    outcome = Outcome.PASSED if problem is None else Outcome.FAILED
+    yield EvalResult(eval_id, cmd.expr, outcome, problem or "", scope=scope)
+    if in_scope and problem is None and has_at_variants(cmd):
+        problem = run_at_variants(cmd, world)
+        outcome = Outcome.PASSED if problem is None else Outcome.FAILED
+        yield EvalResult(eval_id + "@", cmd.expr, outcome, problem or "", scope=Scope.AT_VARIANTS)
 
 
 def run_dir(directory: Path) -> dict[str, list[EvalResult]]:
@@ -613,39 +689,62 @@ def run_dir(directory: Path) -> dict[str, list[EvalResult]]:
 
 def _report(results: dict[str, list[EvalResult]], *, verbose: bool) -> str:
     lines: list[str] = []
-    total: Counter[Outcome] = Counter()
     for name, file_results in results.items():
-        counts = Counter(r.outcome for r in file_results)
-        total.update(counts)
-        in_scope = counts[Outcome.PASSED] + counts[Outcome.FAILED]
-        share = f"{100 * counts[Outcome.PASSED] / in_scope:.1f} %" if in_scope else "n/a"
-        lines.append(
-            f"{name}: {counts[Outcome.PASSED]} passed, {counts[Outcome.FAILED]} failed, "
-            f"{counts[Outcome.SKIPPED]} skipped; in scope {share}"
-        )
-        reasons = Counter(r.detail for r in file_results if r.outcome is Outcome.SKIPPED)
-        for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])):
-            lines.append(f"    skipped {n}: {reason}")
+        lines.extend(_figures(name, file_results))
+        reasons = Counter((r.scope, r.detail) for r in file_results if r.outcome is Outcome.SKIPPED)
+        for (scope, reason), n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+            where = "" if scope is Scope.IN_SCOPE else " (@/subquery)"
+            lines.append(f"    skipped {n}{where}: {reason}")
             if reason == _ANNOTATIONS:
-                matched = sum(1 for r in file_results if r.detail == reason and r.values_match)
+                matched = sum(
+                    1
+                    for r in file_results
+                    if r.scope is scope and r.detail == reason and r.values_match
+                )
                 lines.append(f"        (their values: {matched} of {n} as expected)")
         if verbose:
             for r in file_results:
                 if r.outcome is Outcome.FAILED:
                     lines.append(f"    FAILED {r.id} {r.expr}\n        {r.detail}")
-    in_scope = total[Outcome.PASSED] + total[Outcome.FAILED]
-    share = f"{100 * total[Outcome.PASSED] / in_scope:.1f} %" if in_scope else "n/a"
-    lines.append(
-        f"total: {total[Outcome.PASSED]} passed, {total[Outcome.FAILED]} failed, "
-        f"{total[Outcome.SKIPPED]} skipped; in scope {share}"
-    )
+    everything = [r for rs in results.values() for r in rs]
+    lines.extend(_figures("total", everything))
     return "\n".join(lines)
 
 
-def passing_ids(results: dict[str, list[EvalResult]]) -> list[str]:
-    """The ids of every passed eval, sorted by file and line."""
-    ids = [r.id for rs in results.values() for r in rs if r.outcome is Outcome.PASSED]
-    return sorted(ids, key=lambda i: (i.rsplit(":", 1)[0], int(i.rsplit(":", 1)[1])))
+def _figures(name: str, results: list[EvalResult]) -> list[str]:
+    counts = Counter((r.scope, r.outcome) for r in results)
+    passed, failed = counts[Scope.IN_SCOPE, Outcome.PASSED], counts[Scope.IN_SCOPE, Outcome.FAILED]
+    share = f"{100 * passed / (passed + failed):.1f} %" if passed + failed else "n/a"
+    lines = [
+        f"{name}: {passed} passed, {failed} failed, "
+        f"{counts[Scope.IN_SCOPE, Outcome.SKIPPED]} skipped; in scope {share}"
+    ]
+    for scope in (Scope.AT_OR_SUBQUERY, Scope.AT_VARIANTS):
+        figures = [counts[scope, outcome] for outcome in Outcome]
+        if any(figures):
+            lines.append(
+                f"    {scope}: {figures[0]} passed, {figures[1]} failed, {figures[2]} skipped"
+            )
+    return lines
+
+
+def passing_ids(results: dict[str, list[EvalResult]], *scopes: Scope) -> list[str]:
+    """The ids of every passed eval of the given scopes, sorted by file and line."""
+    ids = [
+        r.id
+        for rs in results.values()
+        for r in rs
+        if r.outcome is Outcome.PASSED and r.scope in scopes
+    ]
+    return sorted(ids, key=id_sort_key)
+
+
+def id_sort_key(eval_id: str) -> tuple[str, int, str]:
+    """Sort ``file:line`` and ``file:line@`` by file, then line."""
+    match = _ID.match(eval_id)
+    if match is None:
+        raise ValueError(f"not an eval id: {eval_id!r}")
+    return match.group(1), int(match.group(2)), match.group(3)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -661,7 +760,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_dir(directory)
     print(_report(results, verbose=verbose))
     if write:
-        BASELINE.write_text(json.dumps({"passing": passing_ids(results)}, indent=1) + "\n")
+        baseline = {
+            "passing": passing_ids(results, Scope.IN_SCOPE),
+            "passing_beyond_scope": passing_ids(results, Scope.AT_OR_SUBQUERY, Scope.AT_VARIANTS),
+        }
+        BASELINE.write_text(json.dumps(baseline, indent=1) + "\n")
         print(f"wrote {BASELINE}")
     return 0
 

@@ -1,4 +1,8 @@
-"""Prometheus's promqltest files against the query engine: no eval of the baseline may regress."""
+"""Prometheus's promqltest files against the query engine: no eval of the baseline may regress.
+
+The baseline holds the passing evals of every scope: in the issue's scope, with
+``@`` or subqueries, and the ``@`` variants of in-scope evals (``file:line@``).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.promqltest import BASELINE, DEFAULT_DIR, Outcome, run_file
+from tests.conformance.at_variants import at_variant, at_variant_times
+from tests.conformance.promqltest import BASELINE, DEFAULT_DIR, Outcome, Scope, run_file
 
 
 def _baseline() -> set[str]:
-    return set(json.loads(BASELINE.read_text(encoding="utf-8"))["passing"])
+    baseline = json.loads(BASELINE.read_text(encoding="utf-8"))
+    return {*baseline["passing"], *baseline["passing_beyond_scope"]}
 
 
 def _file_params() -> list[object]:
@@ -58,8 +64,11 @@ eval instant at 5m metric
 eval instant at 5m metric
   metric{job="a"} 6
 
-eval instant at 5m metric @ 1m
-  expect fail
+eval instant at 5m metric @ 2m
+  metric{job="a"} 2
+
+eval instant at 5m max_over_time(metric[5m:2m])
+  {job="a"} 4
 
 eval instant at 5m hist
   {} 1
@@ -70,6 +79,12 @@ eval instant at 5m rate(metric[5m])
 
 eval range from 0 to 2m step 1m metric * 2
   {job="a"} 0 2 4
+
+eval instant at 5m time()
+  300
+
+eval instant at 5m metric @ 2m
+  metric{job="a"} 3
 """
 
 
@@ -77,15 +92,64 @@ def test_runner_passes_fails_and_skips_by_inspection(tmp_path: Path) -> None:
     path = tmp_path / "sample.test"
     path.write_text(_SAMPLE_FILE, encoding="utf-8")
     results = {r.id: r for r in run_file(path)}
-    assert {i: r.outcome for i, r in results.items()} == {
-        "sample.test:6": Outcome.PASSED,
-        "sample.test:9": Outcome.FAILED,
-        "sample.test:12": Outcome.SKIPPED,
-        "sample.test:15": Outcome.SKIPPED,
-        "sample.test:18": Outcome.SKIPPED,
-        "sample.test:22": Outcome.PASSED,
+    assert {i: (r.scope, r.outcome) for i, r in results.items()} == {
+        "sample.test:6": (Scope.IN_SCOPE, Outcome.PASSED),
+        "sample.test:6@": (Scope.AT_VARIANTS, Outcome.PASSED),
+        "sample.test:9": (Scope.IN_SCOPE, Outcome.FAILED),
+        "sample.test:12": (Scope.AT_OR_SUBQUERY, Outcome.PASSED),
+        "sample.test:15": (Scope.AT_OR_SUBQUERY, Outcome.PASSED),
+        "sample.test:18": (Scope.IN_SCOPE, Outcome.SKIPPED),
+        "sample.test:21": (Scope.IN_SCOPE, Outcome.SKIPPED),
+        "sample.test:25": (Scope.IN_SCOPE, Outcome.PASSED),
+        "sample.test:28": (Scope.IN_SCOPE, Outcome.PASSED),
+        "sample.test:31": (Scope.AT_OR_SUBQUERY, Outcome.FAILED),
     }
-    assert results["sample.test:12"].detail == "needs the @ modifier"
-    assert "native histogram" in results["sample.test:15"].detail
-    assert "annotations" in results["sample.test:18"].detail
+    assert "native histogram" in results["sample.test:18"].detail
+    assert "annotations" in results["sample.test:21"].detail
     assert "expected 6.0" in results["sample.test:9"].detail
+    assert "expected 3.0" in results["sample.test:31"].detail
+
+
+AT_VARIANTS = [
+    pytest.param(
+        "rate(foo[5m:]) + bar offset -1m",
+        "(rate((foo{})[300000ms:60000ms] @ 60.000)) + (bar{} @ 60.000 offset -60000ms)",
+        id="selectors and subqueries get @, a subquery its step",
+    ),
+    pytest.param(
+        "max_over_time((foo + bar @ 3)[5m:] @ 10)",
+        "max_over_time(((foo{}) + (bar{} @ 3.000))[300000ms:60000ms] @ 10.000)",
+        id="inside a subquery that has @ nothing changes",
+    ),
+    pytest.param(
+        "max_over_time(timestamp(foo)[5m:])",
+        "max_over_time((timestamp(foo{}))[300000ms:60000ms] @ 60.000)",
+        id="a time-dependent function inside a pinned subquery is not looked at",
+    ),
+    pytest.param("time() + foo", None, id="time() gets no variants"),
+    pytest.param("timestamp(foo)", None, id="timestamp() gets no variants"),
+    pytest.param(
+        'sum by (job) (x{a="\\\\d", "b.c"="q\\"t"}) / on() group_left(y) -z',
+        '(sum by (job) (x{a="\\\\d", "b.c"="q\\"t"} @ 60.000))'
+        " / on() group_left(y) (-(z{} @ 60.000))",
+        id="escapes, quoted names and matching modifiers are written back",
+    ),
+]
+
+
+@pytest.mark.parametrize(("expr", "variant"), AT_VARIANTS)
+def test_at_variant_pins_like_prometheus_runner(expr: str, variant: str | None) -> None:
+    assert at_variant(expr, 60_000) == variant
+
+
+@pytest.mark.parametrize(
+    ("t_ms", "times"),
+    [
+        pytest.param(0, [-1000, 0, 1000], id="at zero: a second either side"),
+        pytest.param(
+            300_000, [-3_000_000, 0, 60_000, 300_000, 3_000_000], id="else -10t, 0, t/5, t, 10t"
+        ),
+    ],
+)
+def test_at_variant_times(t_ms: int, times: list[int]) -> None:
+    assert at_variant_times(t_ms) == times
