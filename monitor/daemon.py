@@ -103,6 +103,7 @@ class Daemon:
         self.reload_status = ReloadStatus()
         self.config: Config | None = None
         self.store: Store | None = None
+        self.engine: Engine | None = None
         self.scheduler: Scheduler | None = None
         self.rules: RuleManager | None = None
         self.self_scrape: SelfScrape | None = None
@@ -185,7 +186,8 @@ class Daemon:
         )
         self.scheduler = Scheduler(self.store, clock=self._clock)
         self._alert_state = AlertStateStore(config.state_dir / STATE_DB)
-        self._query = engine_query_func(Engine(self.store))
+        self.engine = Engine(self.store, default_subquery_step=config.global_.evaluation_interval)
+        self._query = engine_query_func(self.engine)
         rules = self.rules = RuleManager(
             self.store,
             self._query,
@@ -374,6 +376,8 @@ class Daemon:
                     max_series=config.store.max_series,
                 )
                 await self.scheduler.set_checks(checks)
+                if self.engine is not None:
+                    self.engine.default_subquery_step = config.global_.evaluation_interval
                 if self.rules is not None:
                     self.rules.configure(self._rule_options(config))
                     self.rules.update(groups)

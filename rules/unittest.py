@@ -481,7 +481,7 @@ def _run_group(
 ) -> list[str]:
     """Run one test group as promtool does; the failures, as promtool words them."""
     store = Store(samples_per_series=_STORE_CAPACITY, retention=1e12, max_series=10_000_000)
-    engine = Engine(store)
+    engine = Engine(store, default_subquery_step=spec.evaluation_interval / 1000)
     try:
         loader = _Loader.build(test, store)
     except TestFileError as exc:

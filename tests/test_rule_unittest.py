@@ -49,6 +49,7 @@ class Case:
     tests: str
     passes: bool
     rules: str = RULES
+    evaluation_interval: str = "1m"
 
 
 CASES = [
@@ -239,13 +240,34 @@ groups:
         ),
         id="an unknown field is refused with its line",
     ),
+    pytest.param(
+        Case(
+            """\
+  - interval: 30s
+    input_series:
+      - series: 'm'
+        values: '1x20'
+    promql_expr_test:
+      - expr: count_over_time(m[2m15s:])
+        eval_time: 5m
+        exp_samples:
+          - {labels: '{}', value: 5}
+""",
+            passes=True,
+            evaluation_interval="30s",
+        ),
+        id="a subquery without a step steps by the file's evaluation_interval",
+    ),
 ]
 
 
 def _write(tmp_path: Path, case: Case) -> Path:
     (tmp_path / "rules.yml").write_text(case.rules)
     test = tmp_path / "test.yml"
-    test.write_text("rule_files: [rules.yml]\nevaluation_interval: 1m\ntests:\n" + case.tests)
+    test.write_text(
+        f"rule_files: [rules.yml]\nevaluation_interval: {case.evaluation_interval}\n"
+        "tests:\n" + case.tests
+    )
     return test
 
 

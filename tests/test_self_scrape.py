@@ -160,6 +160,9 @@ async def test_a_failed_reload_is_in_the_store_at_once_and_a_rule_on_it_fires(
         await wait_until(lambda: values(engine, query) == [1.0])
         assert values(engine, "monitord_rule_group_rules") == [1.0]
         assert rule_states(daemon)["ReloadFailed"] == []
+        # A subquery without a step steps by the global evaluation interval.
+        assert daemon.engine is not None
+        assert daemon.engine.default_subquery_step == 3600.0
 
         config.write_text(text + "checks:\n  - name: x\n    type: sytem\n")
         with pytest.raises(ConfigError):
@@ -172,6 +175,10 @@ async def test_a_failed_reload_is_in_the_store_at_once_and_a_rule_on_it_fires(
         await daemon.reload()
         assert values(engine, query) == [1.0]
         await wait_until(lambda: rule_states(daemon)["ReloadFailed"] == [])
+
+        config.write_text(text.replace("evaluation_interval: 1h", "evaluation_interval: 30s"))
+        await daemon.reload()
+        assert daemon.engine.default_subquery_step == 30.0
     finally:
         daemon.request_stop()
         assert await asyncio.wait_for(running, 20) == 0

@@ -92,6 +92,17 @@ class Engine:
         self._lookback_ms = round(lookback_delta * 1000)
         self._subquery_step_ms = max(1, round(default_subquery_step * 1000))
 
+    @property
+    def default_subquery_step(self) -> float:
+        """The step (seconds) of a subquery written without one; settable, e.g. on reload."""
+        return self._subquery_step_ms / 1000
+
+    @default_subquery_step.setter
+    def default_subquery_step(self, seconds: float) -> None:
+        if not seconds > 0:
+            raise ValueError(f"default_subquery_step must be positive, got {seconds}")
+        self._subquery_step_ms = max(1, round(seconds * 1000))
+
     def instant(self, expr: str | Expr, t_ms: int) -> Value:
         """Evaluate at one time (ms); a range selector or subquery gives its points as a Matrix."""
         text, node = _prepare(expr)
