@@ -193,6 +193,9 @@ BREAKDOWN_STEPS = (
     ("+ prometheus_client", "import prometheus_client"),
     ("+ aiohttp.web", "import aiohttp.web"),
     ("+ APScheduler 3 (asyncio)", "import apscheduler.schedulers.asyncio"),
+    ("+ Jinja2 (sandbox)", "import jinja2.sandbox"),
+    ("+ promql-parser", "import promql_parser"),
+    ("+ sqlite3", "import sqlite3"),
     ("+ monitord's own modules", "import monitor.cli, checks.system"),
 )
 _BREAKDOWN_PROBE = """
