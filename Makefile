@@ -31,6 +31,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/scrape.py
 	$(BIN)/python bench/footprint.py
+	$(BIN)/python bench/rules.py
+	$(BIN)/python -m tests.conformance.promqltest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .monitord-state
