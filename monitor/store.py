@@ -99,7 +99,25 @@ class Series:
     # [0, len)); once full, it is the slot of the oldest point, the next to go,
     # and _tsw/_vsw are memoryviews of the arrays: item assignment through a
     # memoryview converts the number directly, where the array parses a format.
-    __slots__ = ("_head", "_last_ts", "_ts", "_tsw", "_vs", "_vsw", "labels", "name")
+    # _nan_ts is the timestamp of the newest NaN value seen (a staleness marker is
+    # a NaN), so readers can skip their NaN scan of a window that starts after it.
+    # The points up to _scanned_ts have been looked at; newer ones are looked at
+    # when nan_after() is next asked, so the append path does no work for it.
+    # Being times rather than slots, neither needs upkeep as the ring wraps or
+    # resizes. _named caches labels_with_name().
+    __slots__ = (
+        "_head",
+        "_last_ts",
+        "_named",
+        "_nan_ts",
+        "_scanned_ts",
+        "_ts",
+        "_tsw",
+        "_vs",
+        "_vsw",
+        "labels",
+        "name",
+    )
 
     name: str
     labels: Labels
@@ -109,12 +127,17 @@ class Series:
     _vsw: memoryview[float]
     _head: int
     _last_ts: int
+    _nan_ts: int
+    _scanned_ts: int
+    _named: Labels | None
 
     def __init__(self, name: str, labels: Labels) -> None:
         self.name = name
         self.labels = labels
         self._set_arrays(array(_TS_CODE), array("d"), -1)
         self._last_ts = _NO_TIMESTAMP
+        self._nan_ts = self._scanned_ts = _NO_TIMESTAMP
+        self._named = None
 
     def __len__(self) -> int:
         return len(self._ts)
@@ -156,6 +179,39 @@ class Series:
             if a < b:
                 out.extend(zip(ts[a:b], vs[a:b], strict=True))
         return out
+
+    def columns(self, start_ms: int, end_ms: int) -> tuple[array[int], array[float]]:
+        """The points with ``start_ms < timestamp <= end_ms`` as two arrays: timestamps, values."""
+        ts, vs, h = self._ts, self._vs, self._head
+        if h > 0 and ts[0] > start_ms:  # the window reaches into the older segment
+            a = bisect_right(ts, start_ms, h)
+            b = bisect_right(ts, end_ms, a)
+            c = bisect_right(ts, end_ms, 0, h)
+            return ts[a:b] + ts[:c], vs[a:b] + vs[:c]
+        # Every point in the window is in one sorted run: the newest segment, or all of them.
+        hi = h if h > 0 else len(ts)
+        a = bisect_right(ts, start_ms, 0, hi)
+        b = bisect_right(ts, end_ms, a, hi)
+        return ts[a:b], vs[a:b]
+
+    def nan_after(self, start_ms: int) -> bool:
+        """Tell whether a point newer than ``start_ms`` may be NaN; False means none is."""
+        if self._scanned_ts != self._last_ts:
+            times, values = self.columns(self._scanned_ts, self._last_ts)
+            for i in range(len(values) - 1, -1, -1):
+                v = values[i]
+                if v != v:  # NaN
+                    self._nan_ts = times[i]
+                    break
+            self._scanned_ts = self._last_ts
+        return self._nan_ts > start_ms
+
+    def labels_with_name(self) -> Labels:
+        """The labels with ``__name__`` added, built once per series."""
+        named = self._named
+        if named is None:
+            named = self._named = Labels((*self.labels.items_tuple(), (NAME_LABEL, self.name)))
+        return named
 
     def points(self) -> list[tuple[int, float]]:
         """All points, oldest first."""
@@ -348,11 +404,12 @@ class Store:
         inner = self._by_name.get(name)
         return None if inner is None else inner.get(labels)
 
-    def select(self, matchers: Sequence[Matcher]) -> list[Series]:
-        """The series matching every matcher (all series when there is none), sorted.
+    def select(self, matchers: Sequence[Matcher], *, sort: bool = True) -> list[Series]:
+        """The series matching every matcher (all series when there is none).
 
-        Matchers that a missing label cannot satisfy pick candidates from the
-        index; the others then filter them.
+        Sorted by name, then labels, unless ``sort`` is False (for a caller that
+        orders them its own way). Matchers that a missing label cannot satisfy
+        pick candidates from the index; the others then filter them.
         """
         required: list[AbstractSet[Series]] = []
         filters: list[Matcher] = []
@@ -371,14 +428,14 @@ class Store:
                 found = found & more
             for m in filters:
                 found = {s for s in found if m.matches(_label_value(s, m.name))}
-            return sorted(found, key=_series_key)
+            return sorted(found, key=_series_key) if sort else list(found)
         candidates = set(self)
         for m in filters:
             # Drop the series whose value of the label fails; a missing label passes.
             for value, holders in self._postings.get(m.name, {}).items():
                 if not m.matches(value):
                     candidates -= holders
-        return sorted(candidates, key=_series_key)
+        return sorted(candidates, key=_series_key) if sort else list(candidates)
 
     def _postings_for(self, m: Matcher) -> AbstractSet[Series]:
         """The series whose ``m.name`` label satisfies ``m``; must not be mutated."""

@@ -44,6 +44,7 @@ class RingModel:
         self.capacity = capacity
         self.points: list[tuple[int, float]] = []
         self.out_of_order = 0
+        self.newest_nan: int | None = None  # the newest NaN ever appended, overwritten or not
 
     def append(self, ts: int, value: float) -> int:
         if self.points:
@@ -54,6 +55,8 @@ class RingModel:
             if ts == last_ts:
                 return 0
         self.points = [*self.points, (ts, value)][-self.capacity :]
+        if math.isnan(value):
+            self.newest_nan = ts
         return 1
 
     def resize(self, capacity: int) -> None:
@@ -83,8 +86,24 @@ def check_reads(series: Series, model: RingModel, queries: Sequence[tuple[int, i
     for a, b in queries:
         start, end = T0 + a, T0 + b
         assert as_bits(series.range(start, end)) == as_bits(model.range(start, end))
+        times, values = series.columns(start, end)
+        assert as_bits(list(zip(times, values, strict=True))) == as_bits(model.range(start, end))
         got, want = series.latest(end, b - a), model.latest(end, b - a)
         assert as_bits([got] if got else []) == as_bits([want] if want else [])
+        # The NaN indicator: never "no NaN" while the ring holds one after start, and
+        # "no NaN" whenever none was ever appended after start.
+        may_hold_nan = series.nan_after(start)
+        if any(math.isnan(v) for _, v in model.range(start, 2**62)):
+            assert may_hold_nan
+        if model.newest_nan is None or model.newest_nan <= start:
+            assert not may_hold_nan
+    # Windows whose edges fall on stored points, on either side of a wrapped ring's seam.
+    stamps = [ts for ts, _ in model.points]
+    for end in stamps:
+        for start in {s - d for s in stamps if s <= end for d in (0, 1)}:
+            times, values = series.columns(start, end)
+            want = as_bits(model.range(start, end))
+            assert as_bits(list(zip(times, values, strict=True))) == want
 
 
 @settings(max_examples=300, deadline=None)
@@ -180,6 +199,35 @@ def test_same_timestamp_compares_values_bit_for_bit(
     store.append([Sample(NAME, LABELS, first, T0), Sample(NAME, LABELS, second, T0)], 0)
     assert store.stats().samples_out_of_order_total == counted
     assert bits(series_of(store).points()[0][1]) == bits(first)
+
+
+def test_the_nan_indicator_follows_the_newest_nan_through_wrap_and_resize() -> None:
+    store = Store(samples_per_series=3)
+    store.append([Sample(NAME, LABELS, 1.0, T0)], 0)
+    series = series_of(store)
+    assert not series.nan_after(T0 - 1), "no NaN yet"
+    store.append([Sample(NAME, LABELS, STALE_NAN, T0 + 1)], 0)
+    assert series.nan_after(T0) and not series.nan_after(T0 + 1)
+    store.append([Sample(NAME, LABELS, float(i), T0 + i) for i in range(2, 9)], 0)
+    assert [v for _, v in series.points()] == [6.0, 7.0, 8.0], "the marker was overwritten"
+    assert not series.nan_after(T0 + 5)
+    store.append([Sample(NAME, LABELS, math.nan, T0 + 9), Sample(NAME, LABELS, 1.0, T0 + 10)], 0)
+    store.reconfigure(samples_per_series=5)
+    assert series_of(store).nan_after(T0 + 8) and not series_of(store).nan_after(T0 + 9)
+
+
+def test_a_first_point_that_is_nan_sets_the_indicator() -> None:
+    store = Store()
+    store.append([Sample(NAME, LABELS, STALE_NAN, T0)], 0)
+    assert series_of(store).nan_after(T0 - 1)
+
+
+def test_labels_with_name_adds_the_name_once() -> None:
+    store = Store()
+    store.append([Sample(NAME, LABELS, 1.0, T0)], 0)
+    named = series_of(store).labels_with_name()
+    assert named == Labels({**LABELS, "__name__": NAME})
+    assert series_of(store).labels_with_name() is named
 
 
 def test_stale_marker_keeps_its_bit_pattern_through_wrap_and_resize() -> None:
