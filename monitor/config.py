@@ -72,6 +72,12 @@ class GlobalConfig(ConfigModel):
     external_labels: dict[LabelName, str] = Field(
         default_factory=dict, description="added to alerts sent out; not to /metrics"
     )
+    max_concurrent_checks: int = Field(
+        default=64,
+        ge=1,
+        description="at most this many check runs at once; others wait for a slot, "
+        "and the wait does not count against their timeout",
+    )
 
 
 class ServerConfig(ConfigModel):

@@ -15,6 +15,13 @@ hook (if set) is told what was written; rules use it to evaluate on arrival.
 Other periodic work (rule groups, the self-scrape) can run on the same APScheduler
 through :meth:`Scheduler.add_interval_job`; samples that are not a check's can be
 stored through :meth:`Scheduler.write`, which calls the ``on_write`` hook too.
+
+At most ``max_concurrent`` check runs go on at once (``global.max_concurrent_checks``,
+64 by default); a run that finds every slot taken waits for one. The wait does not
+count against the check's timeout, as a Prometheus scrape's timeout starts when the
+request leaves, and blackbox's when the probe starts: the timeout is the target's
+budget, not the daemon's. The run's samples are stamped when it got its slot, and the
+wait is kept in :class:`CheckStats` (``last_wait``, ``wait_seconds_total``).
 """
 
 from __future__ import annotations
@@ -45,7 +52,14 @@ from monitor.model import (
 )
 from monitor.store import Store
 
-__all__ = ["CHECK_METADATA", "CheckStats", "Schedulable", "Scheduler", "WriteHook"]
+__all__ = [
+    "CHECK_METADATA",
+    "DEFAULT_MAX_CONCURRENT",
+    "CheckStats",
+    "Schedulable",
+    "Scheduler",
+    "WriteHook",
+]
 
 log = get_logger("scheduler")
 
@@ -60,6 +74,9 @@ CHECK_METADATA: Mapping[str, MetricMetadata] = {
         MetricType.GAUGE, "How long the check's last run took."
     ),
 }
+
+DEFAULT_MAX_CONCURRENT = 64
+"""How many check runs may go on at once unless configured otherwise."""
 
 SeriesKey = tuple[str, Labels]
 
@@ -102,6 +119,8 @@ class CheckStats:
     errors: int = 0
     last_result: CheckResult | None = None
     last_run: float | None = None
+    last_wait: float = 0.0
+    wait_seconds_total: float = 0.0
 
 
 @dataclass(slots=True)
@@ -131,6 +150,7 @@ class Scheduler:
         monotonic: Callable[[], float] = time.monotonic,
         start_offset_cap: float = 15.0,
         on_write: WriteHook | None = None,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
     ) -> None:
         self._store = store
         self.on_write = on_write
@@ -141,8 +161,26 @@ class Scheduler:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._aps: AsyncIOScheduler | None = None
         self._state = "new"
+        self._max_concurrent = 0
+        self._slots = asyncio.Semaphore(1)
+        self.max_concurrent = max_concurrent
         for name, meta in CHECK_METADATA.items():
             store.set_metadata(name, meta)
+
+    @property
+    def max_concurrent(self) -> int:
+        """How many check runs may go on at once."""
+        return self._max_concurrent
+
+    @max_concurrent.setter
+    def max_concurrent(self, limit: int) -> None:
+        # Runs holding a slot of the old semaphore release it when they end; new runs
+        # queue on the new one, so a reload changes the limit without waiting.
+        if limit < 1:
+            raise ValueError(f"max_concurrent must be at least 1, got {limit}")
+        if limit != self._max_concurrent:
+            self._max_concurrent = limit
+            self._slots = asyncio.Semaphore(limit)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -309,11 +347,18 @@ class Scheduler:
         return await self.run_once(self._entries[name])
 
     async def run_once(self, entry: _Entry) -> CheckResult:
-        """One run of one check: bounded by its timeout, never raising."""
+        """One run of one check: in a free slot, bounded by its timeout, never raising."""
+        queued = self._monotonic()
+        async with self._slots:
+            started = self._monotonic()
+            entry.stats.last_wait = started - queued
+            entry.stats.wait_seconds_total += entry.stats.last_wait
+            return await self._run_in_slot(entry, started)
+
+    async def _run_in_slot(self, entry: _Entry, started: float) -> CheckResult:
         check = entry.check
         timeout: float = check.config.timeout
         started_wall = self._clock()
-        started = self._monotonic()
         try:
             async with asyncio.timeout(timeout):
                 result = await check.run()

@@ -184,3 +184,39 @@ async def test_a_scheduler_cannot_start_twice() -> None:
     with pytest.raises(Exception, match="cannot start: it is running"):
         await scheduler.start()
     await scheduler.stop()
+
+
+async def test_at_most_max_concurrent_checks_run_at_once_and_the_wait_is_not_timed() -> None:
+    store = Store()
+    scheduler = Scheduler(store, max_concurrent=2)
+    running: list[int] = [0]
+    peak: list[int] = [0]
+
+    class Slow(RecordingCheck):
+        async def run(self) -> CheckResult:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            await asyncio.sleep(0.3)
+            running[0] -= 1
+            return CheckResult(Status.OK, "done")
+
+    # Each run takes 0.3s against a 0.4s timeout; the last two wait 0.3s for a slot,
+    # which must not push them past their timeout.
+    checks = [Slow(f"slow{i}", FakeConfig(60, 0.4)) for i in range(4)]
+    await scheduler.set_checks(checks)
+    started = time.monotonic()
+    results = await asyncio.gather(*(scheduler.run_check(c.name) for c in checks))
+    elapsed = time.monotonic() - started
+
+    assert peak[0] == 2
+    assert 0.55 < elapsed < 0.9, elapsed
+    assert [r.status for r in results] == [Status.OK] * 4
+    assert all(r.duration < 0.4 for r in results), [r.duration for r in results]
+    waits = sorted(stats.last_wait for _, stats in scheduler.stats().values())
+    assert waits[:2] == [pytest.approx(0, abs=0.05)] * 2
+    assert waits[2:] == [pytest.approx(0.3, abs=0.1)] * 2
+
+
+def test_the_concurrency_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        Scheduler(Store(), max_concurrent=0)
