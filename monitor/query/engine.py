@@ -228,18 +228,31 @@ _RangeSeries = tuple[Labels, bool, Iterator[Window]]
 
 
 class _Points:
-    """A subquery's result for one series: points in time order."""
+    """A subquery's result for one series: points in time order, as two columns."""
 
-    __slots__ = ("drop_name", "points", "times")
+    __slots__ = ("drop_name", "times", "values")
 
     def __init__(self, drop_name: bool) -> None:
         self.drop_name = drop_name
         self.times: list[int] = []
-        self.points: list[tuple[int, float]] = []
+        self.values: list[float] = []
 
-    def between(self, start: int, end: int) -> list[tuple[int, float]]:
-        """The points in ``(start, end]``."""
-        return self.points[bisect_right(self.times, start) : bisect_right(self.times, end)]
+    def columns(self, start: int, end: int) -> tuple[list[int], list[float]]:
+        """The points in ``(start, end]``: timestamps and values."""
+        a, b = bisect_right(self.times, start), bisect_right(self.times, end)
+        return self.times[a:b], self.values[a:b]
+
+
+def _may_hold_nan(_start: int) -> bool:
+    return True
+
+
+def _without_stale(
+    times: Sequence[int], values: Sequence[float]
+) -> tuple[Sequence[int], Sequence[float]]:
+    """The points whose value is not a staleness marker."""
+    keep = [i for i, v in enumerate(values) if not is_stale_nan(v)]
+    return [times[i] for i in keep], [values[i] for i in keep]
 
 
 class _Evaluator:
@@ -256,11 +269,11 @@ class _Evaluator:
         key = str(selector)
         found = self.query.selected.get(key)
         if found is None:
-            found = []
-            for series in self.query.store.select(selector_matchers(selector)):
-                labels = Labels((*series.labels.items_tuple(), (NAME, series.name)))
-                found.append((series, labels))
-            found.sort(key=lambda pair: pair[1].items_tuple())
+            found = [
+                (series, series.labels_with_name())
+                for series in self.query.store.select(selector_matchers(selector), sort=False)
+            ]
+            found.sort(key=_by_labels)
             self.query.selected[key] = found
         return found
 
@@ -294,7 +307,7 @@ class _Evaluator:
         reads = self.reads(selector.at, selector.offset)
         range_ms = _ms(node.range)
         return [
-            (labels, False, self.windows(series.range, reads, range_ms))
+            (labels, False, self.windows(series.columns, series.nan_after, reads, range_ms))
             for series, labels in self.select(selector)
         ]
 
@@ -318,35 +331,43 @@ class _Evaluator:
                 elif series.times[-1] == t:
                     raise EvalError(DUPLICATE_LABELSET)
                 series.times.append(t)
-                series.points.append((t, s.value))
+                series.values.append(s.value)
         return [
-            (labels, series.drop_name, self.windows(series.between, reads, range_ms))
+            (labels, series.drop_name, self.windows(series.columns, _may_hold_nan, reads, range_ms))
             for labels, series in found.items()
         ]
 
     def windows(
         self,
-        fetch: Callable[[int, int], list[tuple[int, float]]],
+        fetch: Callable[[int, int], tuple[Sequence[int], Sequence[float]]],
+        may_hold_nan: Callable[[int], bool],
         reads: list[int],
         range_ms: int,
     ) -> Iterator[Window]:
-        """One series' non-stale points in ``(read - range, read]`` at each step."""
+        """One series' non-stale points in ``(read - range, read]`` at each step.
+
+        ``may_hold_nan(start)`` False says no point after ``start`` is NaN, so
+        the window needs no scan for staleness markers.
+        """
         read: int | None = None
-        points: list[tuple[int, float]] = []
+        times: Sequence[int] = ()
+        values: Sequence[float] = ()
         for t, end in zip(self.times, reads, strict=True):
             start = end - range_ms
             if end != read:  # with @, every step reads the same window
                 read = end
-                points = fetch(start, end)
-                if any(p[1] != p[1] for p in points):  # only a NaN can be a staleness marker
-                    points = [p for p in points if not is_stale_nan(p[1])]
-            yield Window(points, t, start, end)
+                times, values = fetch(start, end)
+                # Only a NaN can be a staleness marker.
+                if may_hold_nan(start) and any(v != v for v in values):
+                    times, values = _without_stale(times, values)
+            yield Window(times, values, t, start, end)
 
     def raw_matrix(self, node: Expr) -> Matrix:
         """An instant query of a range selector or subquery: the points of each series."""
         merged: dict[Labels, list[tuple[int, float]]] = {}
         for labels, drop_name, windows in self.range_vector(node):
-            points = next(windows).points
+            window = next(windows)
+            points = list(zip(window.times, window.values, strict=True))
             if not points:
                 continue
             key = labels.without(NAME) if drop_name else labels
@@ -493,25 +514,57 @@ class _Evaluator:
         if matrix_index is None:
             raise EvalError(f"{name}() needs a range vector argument")
         params = [self.scalars(a) for i, a in enumerate(args) if i != matrix_index]
-        series = self.range_vector(args[matrix_index])
+        matrix = args[matrix_index]
+        if len(self.times) == 1 and name != "absent_over_time":
+            if isinstance(matrix, pp.MatrixSelector):
+                return self.range_function_once(name, matrix, [p[0] for p in params])
+        series = self.range_vector(matrix)
         if name == "absent_over_time":
             present = [False] * len(self.times)
             for _, _, windows in series:
                 for i, window in enumerate(windows):
-                    present[i] = present[i] or bool(window.points)
-            labels = absent_labels(args[matrix_index])
+                    present[i] = present[i] or bool(window.times)
+            labels = absent_labels(matrix)
             return StepVectors([[] if p else [Sample(labels, 1.0, True)] for p in present])
         fn = RANGE_FUNCTIONS[name]
         keeps_name = name == "last_over_time"
         out = StepVectors([[] for _ in self.times])
         for labels, drop_name, windows in series:
-            for i, window in enumerate(windows):
-                if not window.points:
+            for i, w in enumerate(windows):
+                if not w.times:
                     continue
-                value = fn(window, [p[i] for p in params])
+                value = fn(w.times, w.values, w.start, w.end, w.t, [p[i] for p in params])
                 if value is not None:
                     out.steps[i].append(Sample(labels, value, drop_name or not keeps_name))
         return out
+
+    def range_function_once(self, name: str, node: Expr, params: list[float]) -> StepVectors:
+        """A range function of a range selector at a single step: every instant query.
+
+        The same as :meth:`range_function`'s general path, reading each series'
+        window straight from its arrays, without a generator or Window per series.
+        """
+        selector = node.vector_selector
+        end = self.reads(selector.at, selector.offset)[0]
+        start = end - _ms(node.range)
+        t = self.times[0]
+        fn = RANGE_FUNCTIONS[name]
+        drop_name = name != "last_over_time"
+        out: list[Sample] = []
+        times: Sequence[int]
+        values: Sequence[float]
+        for series, labels in self.select(selector):
+            times, values = series.columns(start, end)
+            if not times:
+                continue
+            if series.nan_after(start) and any(v != v for v in values):
+                times, values = _without_stale(times, values)
+                if not times:
+                    continue
+            value = fn(times, values, start, end, t, params)
+            if value is not None:
+                out.append(Sample(labels, value, drop_name))
+        return StepVectors([out])
 
     def date_function(self, fn: Callable[[Any], float], args: list[Expr]) -> StepVectors:
         if not args:
@@ -526,6 +579,10 @@ class _Evaluator:
             return math.nan if when is None else fn(when)
 
         return map_values(self.vectors(args[0]), apply)
+
+
+def _by_labels(pair: tuple[Series, Labels]) -> tuple[tuple[str, str], ...]:
+    return pair[1].items_tuple()
 
 
 def _kind(value: Evaluated) -> str:

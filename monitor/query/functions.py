@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import calendar
 import math
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Final
 
 from monitor.query.aggregations import quantile
@@ -25,6 +27,7 @@ __all__ = [
     "DATE_FUNCTIONS",
     "MATH_FUNCTIONS",
     "RANGE_FUNCTIONS",
+    "RangeFn",
     "Window",
     "go_max",
     "go_min",
@@ -35,39 +38,51 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """The non-stale points of one series in ``(start, end]``, for evaluation time ``t``."""
+    """The non-stale points of one series in ``(start, end]``, for evaluation time ``t``.
 
-    points: list[tuple[int, float]]
+    The points are two columns of the same length: timestamps (ms) and values.
+    """
+
+    times: Sequence[int]
+    values: Sequence[float]
     t: int
     start: int
     end: int
 
-    @property
-    def range_seconds(self) -> float:
-        """The window's length in seconds."""
-        return (self.end - self.start) / 1000
+
+RangeFn = Callable[[Sequence[int], Sequence[float], int, int, int, list[float]], "float | None"]
+"""A range function: ``fn(times, values, start, end, t, params)`` over a window's points.
+
+``times`` and ``values`` are the non-stale points in ``(start, end]`` (at least
+one), ``t`` is the evaluation time and ``params`` the scalar arguments at it;
+None means no sample.
+"""
 
 
-RangeFn = Callable[[Window, list[float]], "float | None"]
-
-
-def _extrapolated_rate(w: Window, is_counter: bool, is_rate: bool) -> float | None:
-    pts = w.points
-    if len(pts) < 2:
+def _extrapolated_rate(
+    times: Sequence[int],
+    values: Sequence[float],
+    start: int,
+    end: int,
+    is_counter: bool,
+    is_rate: bool,
+) -> float | None:
+    if len(values) < 2:
         return None
-    first_t, first_v = pts[0]
-    last_t, last_v = pts[-1]
+    first_t, last_t = times[0], times[-1]
+    first_v, last_v = values[0], values[-1]
     result = last_v - first_v
-    if is_counter:
+    # Looking for a reset in C first: most windows have none.
+    if is_counter and any(map(operator.lt, islice(values, 1, None), values)):
         prev = first_v
-        for _, v in pts[1:]:
+        for v in islice(values, 1, None):
             if v < prev:
                 result += prev
             prev = v
-    duration_to_start = (first_t - w.start) / 1000
-    duration_to_end = (w.end - last_t) / 1000
+    duration_to_start = (first_t - start) / 1000
+    duration_to_end = (end - last_t) / 1000
     sampled = (last_t - first_t) / 1000
-    average = sampled / (len(pts) - 1)
+    average = sampled / (len(values) - 1)
     threshold = average * 1.1
     if duration_to_start >= threshold:
         duration_to_start = average / 2
@@ -79,15 +94,15 @@ def _extrapolated_rate(w: Window, is_counter: bool, is_rate: bool) -> float | No
         duration_to_end = average / 2
     factor = (sampled + duration_to_start + duration_to_end) / sampled
     if is_rate:
-        factor /= w.range_seconds
+        factor /= (end - start) / 1000
     return result * factor
 
 
-def _instant_value(w: Window, is_rate: bool) -> float | None:
-    pts = w.points
-    if len(pts) < 2:
+def _instant_value(times: Sequence[int], values: Sequence[float], is_rate: bool) -> float | None:
+    if len(values) < 2:
         return None
-    (t0, v0), (t1, v1) = pts[-2], pts[-1]
+    t0, t1 = times[-2], times[-1]
+    v0, v1 = values[-2], values[-1]
     interval = t1 - t0
     if interval == 0:
         return None
@@ -97,12 +112,14 @@ def _instant_value(w: Window, is_rate: bool) -> float | None:
     return result
 
 
-def _linear_regression(pts: list[tuple[int, float]], intercept_time: int) -> tuple[float, float]:
+def _linear_regression(
+    times: Sequence[int], values: Sequence[float], intercept_time: int
+) -> tuple[float, float]:
     n = 0.0
     sum_x = c_x = sum_y = c_y = sum_xy = c_xy = sum_x2 = c_x2 = 0.0
-    init_y = pts[0][1]
+    init_y = values[0]
     const_y = True
-    for i, (t, v) in enumerate(pts):
+    for i, (t, v) in enumerate(zip(times, values, strict=True)):
         if const_y and i > 0 and v != init_y:
             const_y = False
         n += 1
@@ -134,45 +151,42 @@ def _go_div(a: float, b: float) -> float:
     return a / b
 
 
-def _deriv(w: Window, _: list[float]) -> float | None:
-    if len(w.points) < 2:
+def _deriv(
+    times: Sequence[int], values: Sequence[float], _s: int, _e: int, _t: int, _p: list[float]
+) -> float | None:
+    if len(values) < 2:
         return None
-    return _linear_regression(w.points, w.points[0][0])[0]
+    return _linear_regression(times, values, times[0])[0]
 
 
-def _predict_linear(w: Window, params: list[float]) -> float | None:
-    if len(w.points) < 2:
+def _predict_linear(
+    times: Sequence[int], values: Sequence[float], _s: int, _e: int, t: int, params: list[float]
+) -> float | None:
+    if len(values) < 2:
         return None
-    slope, intercept = _linear_regression(w.points, w.t)
+    slope, intercept = _linear_regression(times, values, t)
     return slope * params[0] + intercept
 
 
-def _changes(w: Window, _: list[float]) -> float | None:
+def _changes(values: Sequence[float]) -> float:
     changes = 0
-    prev = w.points[0][1]
-    for _t, v in w.points[1:]:
+    prev = values[0]
+    for v in islice(values, 1, None):
         if v != prev and not (math.isnan(v) and math.isnan(prev)):
             changes += 1
         prev = v
     return float(changes)
 
 
-def _resets(w: Window, _: list[float]) -> float | None:
-    resets = 0
-    prev = w.points[0][1]
-    for _t, v in w.points[1:]:
-        if v < prev:
-            resets += 1
-        prev = v
-    return float(resets)
+def _resets(values: Sequence[float]) -> float:
+    return float(sum(map(operator.lt, islice(values, 1, None), values)))
 
 
-def _avg_over_time(w: Window, _: list[float]) -> float | None:
-    values = [v for _, v in w.points]
+def _avg_over_time(values: Sequence[float]) -> float:
     total, count = values[0], 1.0
     mean = comp = 0.0
     incremental = False
-    for f in values[1:]:
+    for f in islice(values, 1, None):
         count += 1
         if not incremental:
             new_total, new_comp = kahan_inc(f, total, comp)
@@ -189,19 +203,21 @@ def _avg_over_time(w: Window, _: list[float]) -> float | None:
     return total / count + comp / count
 
 
-def _sum_over_time(w: Window, _: list[float]) -> float | None:
+def _sum_over_time(values: Sequence[float]) -> float:
     total = comp = 0.0
-    for _t, v in w.points:
+    for v in values:
         total, comp = kahan_inc(v, total, comp)
     if math.isinf(total):
         return total
     return total + comp
 
 
-def _compare_over_time(better: Callable[[float, float], bool]) -> RangeFn:
-    def fn(w: Window, _: list[float]) -> float | None:
-        best = w.points[0][1]
-        for _t, v in w.points:
+def _compare_over_time(
+    better: Callable[[float, float], bool],
+) -> Callable[[Sequence[float]], float]:
+    def fn(values: Sequence[float]) -> float:
+        best = values[0]
+        for v in values:
             if better(v, best) or math.isnan(best):
                 best = v
         return best
@@ -209,9 +225,9 @@ def _compare_over_time(better: Callable[[float, float], bool]) -> RangeFn:
     return fn
 
 
-def _variance(w: Window) -> float:
+def _variance(values: Sequence[float]) -> float:
     count = mean = c_mean = aux = c_aux = 0.0
-    for _t, v in w.points:
+    for v in values:
         count += 1
         delta = v - (mean + c_mean)
         mean, c_mean = kahan_inc(delta / count, mean, c_mean)
@@ -219,30 +235,47 @@ def _variance(w: Window) -> float:
     return (aux + c_aux) / count
 
 
-def _quantile_over_time(w: Window, params: list[float]) -> float | None:
-    return quantile(params[0], [v for _, v in w.points])
+def _of_values(fn: Callable[[Sequence[float]], float]) -> RangeFn:
+    """A range function of the values alone."""
+
+    def apply(
+        _t: Sequence[int], values: Sequence[float], _s: int, _e: int, _at: int, _p: list[float]
+    ) -> float | None:
+        return fn(values)
+
+    return apply
+
+
+def _quantile_over_time(
+    _ts: Sequence[int], values: Sequence[float], _s: int, _e: int, _t: int, params: list[float]
+) -> float | None:
+    return quantile(params[0], list(values))
 
 
 RANGE_FUNCTIONS: Final[dict[str, RangeFn]] = {
-    "rate": lambda w, _: _extrapolated_rate(w, True, True),
-    "increase": lambda w, _: _extrapolated_rate(w, True, False),
-    "delta": lambda w, _: _extrapolated_rate(w, False, False),
-    "irate": lambda w, _: _instant_value(w, True),
-    "idelta": lambda w, _: _instant_value(w, False),
+    "rate": lambda ts, vs, start, end, _t, _p: _extrapolated_rate(ts, vs, start, end, True, True),
+    "increase": lambda ts, vs, start, end, _t, _p: _extrapolated_rate(
+        ts, vs, start, end, True, False
+    ),
+    "delta": lambda ts, vs, start, end, _t, _p: _extrapolated_rate(
+        ts, vs, start, end, False, False
+    ),
+    "irate": lambda ts, vs, _s, _e, _t, _p: _instant_value(ts, vs, True),
+    "idelta": lambda ts, vs, _s, _e, _t, _p: _instant_value(ts, vs, False),
     "deriv": _deriv,
     "predict_linear": _predict_linear,
-    "changes": _changes,
-    "resets": _resets,
-    "avg_over_time": _avg_over_time,
-    "sum_over_time": _sum_over_time,
-    "min_over_time": _compare_over_time(lambda v, best: v < best),
-    "max_over_time": _compare_over_time(lambda v, best: v > best),
-    "count_over_time": lambda w, _: float(len(w.points)),
-    "last_over_time": lambda w, _: w.points[-1][1],
-    "present_over_time": lambda w, _: 1.0,
+    "changes": _of_values(_changes),
+    "resets": _of_values(_resets),
+    "avg_over_time": _of_values(_avg_over_time),
+    "sum_over_time": _of_values(_sum_over_time),
+    "min_over_time": _of_values(_compare_over_time(lambda v, best: v < best)),
+    "max_over_time": _of_values(_compare_over_time(lambda v, best: v > best)),
+    "count_over_time": _of_values(lambda vs: float(len(vs))),
+    "last_over_time": _of_values(lambda vs: vs[-1]),
+    "present_over_time": _of_values(lambda _: 1.0),
     "quantile_over_time": _quantile_over_time,
-    "stddev_over_time": lambda w, _: math.sqrt(_variance(w)),
-    "stdvar_over_time": lambda w, _: _variance(w),
+    "stddev_over_time": _of_values(lambda vs: math.sqrt(_variance(vs))),
+    "stdvar_over_time": _of_values(_variance),
 }
 
 
