@@ -115,9 +115,14 @@ class TemplateExpander:
             problem = self._undeclared(tree, translation)
             if problem is not None:
                 return TemplateError(text, problem)
-            return self._env.from_string(translation.source)
+            template = self._env.from_string(translation.source)
         except jinja2.TemplateSyntaxError as exc:
             return TemplateError(text, f"{exc.message} (line {exc.lineno})")
+        # Jinja2 copies a template's globals into every render's context; as a ChainMap
+        # over the environment's globals, that copy costs more than the expansion. The
+        # globals are all set in __init__, so one flat dict holds the same.
+        template.globals = dict(template.globals)
+        return template
 
     def _undeclared(self, tree: Any, translation: Translation) -> str | None:
         for name in sorted(jinja2.meta.find_undeclared_variables(tree)):
