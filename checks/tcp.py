@@ -1,0 +1,434 @@
+"""The ``tcp`` check: connect, optionally over TLS, and optionally talk in send/expect steps.
+
+It follows blackbox_exporter's ``tcp`` prober (prober/tcp.go) and reports its sample names:
+``probe_success``, ``probe_duration_seconds``, ``probe_dns_lookup_time_seconds``,
+``probe_ip_protocol``, ``probe_failed_due_to_regex``, and with TLS
+``probe_ssl_earliest_cert_expiry`` and ``probe_tls_version_info{version}``.
+
+The probe keeps to a deadline a little inside the check's timeout, so that a target that
+accepts and never answers gives ``probe_success 0`` and a message saying which step it hung
+at, rather than the scheduler's bare "timed out".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+from pydantic import AfterValidator, Field, field_validator
+
+from checks.base import Check, CheckConfig
+from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
+from monitor.schema import ConfigModel
+
+__all__ = [
+    "PROBE_FAMILIES",
+    "QueryResponse",
+    "ResolveError",
+    "Resolved",
+    "TCPCheck",
+    "TCPConfig",
+    "TLSOptions",
+    "cert_not_after",
+    "probe_deadline",
+    "resolve",
+    "split_address",
+]
+
+PROBE_FAMILIES: Final = {
+    "probe_success": MetricMetadata(
+        MetricType.GAUGE, "Displays whether or not the probe was a success"
+    ),
+    "probe_duration_seconds": MetricMetadata(
+        MetricType.GAUGE, "Returns how long the probe took to complete in seconds"
+    ),
+    "probe_dns_lookup_time_seconds": MetricMetadata(
+        MetricType.GAUGE, "Returns the time taken for probe dns lookup in seconds"
+    ),
+    "probe_ip_protocol": MetricMetadata(
+        MetricType.GAUGE, "Specifies whether probe ip protocol is IP4 or IP6"
+    ),
+    "probe_failed_due_to_regex": MetricMetadata(
+        MetricType.GAUGE, "Indicates if probe failed due to regex"
+    ),
+    "probe_ssl_earliest_cert_expiry": MetricMetadata(
+        MetricType.GAUGE, "Returns earliest SSL cert expiry date"
+    ),
+    "probe_tls_version_info": MetricMetadata(
+        MetricType.GAUGE, "Returns the TLS version used, or NaN when unknown"
+    ),
+}
+
+# How much of the timeout the probe leaves to the scheduler, as blackbox leaves 0.5s of
+# Prometheus' scrape timeout: at most this, and at most a tenth of the timeout.
+_TIMEOUT_MARGIN: Final = 0.1
+
+
+def probe_deadline(timeout: float | None) -> float | None:
+    """The time budget of a probe under a check timeout of ``timeout`` seconds."""
+    if timeout is None:
+        return None
+    return timeout - min(_TIMEOUT_MARGIN, timeout / 10)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as Go's ``net.SplitHostPort`` reads it."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{address!r} is not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{address!r} is not host:port (write an IPv6 address in brackets)")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} has no valid port")
+    return host, int(port)
+
+
+def _valid_address(value: str) -> str:
+    split_address(value)
+    return value
+
+
+def _valid_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+    return value
+
+
+Address = Annotated[str, AfterValidator(_valid_address)]
+IPProtocol = Literal["ip4", "ip6"]
+
+
+class ResolveError(Exception):
+    """The target's name did not resolve to an address of a usable family."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The address a probe talks to and how long finding it took."""
+
+    ip: str
+    family: socket.AddressFamily
+    lookup_seconds: float
+
+    @property
+    def protocol(self) -> int:
+        """4 or 6, as ``probe_ip_protocol`` says it."""
+        return 6 if self.family == socket.AF_INET6 else 4
+
+
+async def resolve(host: str, preferred: IPProtocol = "ip6", fallback: bool = True) -> Resolved:
+    """blackbox's ``chooseProtocol``: the first address of the preferred family, else of
+    the other family when ``fallback`` is set."""
+    started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ResolveError(f"cannot resolve {host}: {exc.strerror}") from exc
+    lookup = time.monotonic() - started
+    want = socket.AF_INET6 if preferred == "ip6" else socket.AF_INET
+    for info in infos:
+        if info[0] == want:
+            return Resolved(str(info[4][0]), want, lookup)
+    if fallback:
+        for info in infos:
+            if info[0] in (socket.AF_INET, socket.AF_INET6):
+                return Resolved(str(info[4][0]), socket.AddressFamily(info[0]), lookup)
+    raise ResolveError(f"{host} has no {preferred} address")
+
+
+class TLSOptions(ConfigModel):
+    """How to verify the server: blackbox's ``tls_config``."""
+
+    ca_file: Path | None = Field(default=None, description="CA certificates (PEM) to trust")
+    server_name: str | None = Field(
+        default=None, description="name to verify and send as SNI; default the address's host"
+    )
+    insecure_skip_verify: bool = False
+    cert_file: Path | None = Field(default=None, description="client certificate (PEM)")
+    key_file: Path | None = Field(default=None, description="client certificate's key (PEM)")
+
+
+class QueryResponse(ConfigModel):
+    """One step of the exchange: wait for a line matching ``expect``, then ``send`` a line."""
+
+    expect: Annotated[str | None, AfterValidator(_valid_regex)] = Field(
+        default=None, description="read lines until one matches this regex"
+    )
+    send: str | None = Field(
+        default=None, description="line to send; $1 and ${name} are groups of the expect match"
+    )
+    starttls: bool = Field(default=False, description="upgrade the connection to TLS here")
+
+
+class TCPConfig(CheckConfig):
+    """Options of the ``tcp`` check: blackbox's tcp module, plus the target address."""
+
+    type: Literal["tcp"]
+    address: Address = Field(description="host:port to connect to")
+    tls: bool = Field(default=False, description="speak TLS from the start")
+    tls_config: TLSOptions = Field(default_factory=TLSOptions)
+    query_response: list[QueryResponse] = Field(default_factory=list)
+    preferred_ip_protocol: IPProtocol = "ip6"
+    ip_protocol_fallback: bool = True
+
+    @field_validator("query_response")
+    @classmethod
+    def _one_starttls(cls, value: list[QueryResponse]) -> list[QueryResponse]:
+        if sum(step.starttls for step in value) > 1:
+            raise ValueError("starttls can be set on one step only")
+        return value
+
+
+def _expand(template: str, match: re.Match[bytes]) -> bytes:
+    """Go's ``Regexp.Expand``: ``$1``, ``${1}``, ``$name``, ``${name}``, ``$$``."""
+
+    def group(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        ref = m.group(1) or m.group(2)
+        try:
+            value = match.group(int(ref) if ref.isdigit() else ref)
+        except IndexError:  # no such group: Go expands it to nothing
+            return ""
+        return value.decode(errors="replace") if value is not None else ""
+
+    return re.sub(r"\$\$|\$\{(\w+)\}|\$(\w+)", group, template).encode()
+
+
+# DER tags of the parts of an X.509 certificate this module reads.
+_SEQUENCE, _UTC_TIME, _GENERALIZED_TIME, _EXPLICIT_0 = 0x30, 0x17, 0x18, 0xA0
+
+
+def _der_items(data: bytes) -> list[tuple[int, bytes]]:
+    """The (tag, content) of each DER element in ``data``."""
+    items = []
+    pos = 0
+    while pos < len(data):
+        tag, length = data[pos], data[pos + 1]
+        pos += 2
+        if length & 0x80:
+            size = length & 0x7F
+            length = int.from_bytes(data[pos : pos + size], "big")
+            pos += size
+        items.append((tag, data[pos : pos + length]))
+        pos += length
+    return items
+
+
+def cert_not_after(der: bytes) -> float:
+    """The ``notAfter`` of a DER certificate, in seconds since the epoch."""
+    (tag, certificate), *_ = _der_items(der)
+    (tag, tbs), *_ = _der_items(certificate)
+    fields = _der_items(tbs)
+    if fields[0][0] == _EXPLICIT_0:  # the version, absent in v1 certificates
+        fields = fields[1:]
+    validity = fields[3]  # after serialNumber, signature, issuer
+    if validity[0] != _SEQUENCE:
+        raise ValueError("not an X.509 certificate")
+    _, (tag, text) = _der_items(validity[1])
+    if tag == _UTC_TIME:
+        year = int(text[:2])
+        text = str(year + (1900 if year >= 50 else 2000)).encode() + text[2:]
+    elif tag != _GENERALIZED_TIME:
+        raise ValueError("not an X.509 certificate")
+    stamp = datetime.strptime(text.decode("ascii"), "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
+    return stamp.timestamp()
+
+
+_TLS_VERSIONS: Final = {
+    "TLSv1": "TLS 1.0",
+    "TLSv1.1": "TLS 1.1",
+    "TLSv1.2": "TLS 1.2",
+    "TLSv1.3": "TLS 1.3",
+}
+
+
+class _Failed(Exception):
+    """The probe failed at a step; the message says where and why."""
+
+
+class TCPCheck(Check[TCPConfig]):
+    """Connects to ``address`` and runs the exchange; OK when every step succeeds."""
+
+    config_model = TCPConfig
+
+    def __init__(
+        self,
+        config: TCPConfig,
+        *,
+        ssl_context_factory: Callable[[TLSOptions], ssl.SSLContext] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self._host, self._port = split_address(config.address)
+        self._make_context = ssl_context_factory or _ssl_context
+        self._context: ssl.SSLContext | None = None
+        self._step = ""  # what the probe is doing, to say where it hung
+
+    async def run(self) -> CheckResult:
+        """Probe once within the probe deadline; any failure is CRITICAL with probe_success 0."""
+        samples: list[Sample] = []
+        started = time.monotonic()
+        deadline = probe_deadline(self.config.timeout)
+        try:
+            async with asyncio.timeout(deadline):
+                message = await self._probe(samples)
+            status, success = Status.OK, 1.0
+        except TimeoutError:
+            status, success = Status.CRITICAL, 0.0
+            message = f"{self.config.address}: no answer within {deadline:g}s ({self._step})"
+        except (_Failed, ResolveError) as exc:
+            status, success, message = Status.CRITICAL, 0.0, f"{self.config.address}: {exc}"
+        samples.append(Sample("probe_success", value=success))
+        samples.append(Sample("probe_duration_seconds", value=time.monotonic() - started))
+        metadata = {s.name: PROBE_FAMILIES[s.name] for s in samples}
+        return CheckResult(status, message, tuple(samples), metadata=metadata)
+
+    def _ssl(self) -> ssl.SSLContext:
+        if self._context is None:
+            self._context = self._make_context(self.config.tls_config)
+        return self._context
+
+    async def _probe(self, samples: list[Sample]) -> str:
+        self._step = "resolving"
+        target = await resolve(
+            self._host, self.config.preferred_ip_protocol, self.config.ip_protocol_fallback
+        )
+        samples.append(Sample("probe_dns_lookup_time_seconds", value=target.lookup_seconds))
+        samples.append(Sample("probe_ip_protocol", value=float(target.protocol)))
+        server_name = self.config.tls_config.server_name or self._host
+        self._step = "connecting" + (" and TLS handshake" if self.config.tls else "")
+        try:
+            reader, writer = await asyncio.open_connection(
+                target.ip,
+                self._port,
+                family=target.family,
+                ssl=self._ssl() if self.config.tls else None,
+                server_hostname=server_name if self.config.tls else None,
+                ssl_handshake_timeout=None,
+            )
+        except ssl.SSLError as exc:
+            raise _Failed(f"TLS handshake failed: {exc.reason or exc}") from exc
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise _Failed(f"cannot connect: {reason}") from exc
+        try:
+            if self.config.tls:
+                _tls_samples(writer, samples)
+            return await self._exchange(reader, writer, server_name, samples)
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (OSError, ssl.SSLError):
+                pass
+
+    async def _exchange(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        server_name: str,
+        samples: list[Sample],
+    ) -> str:
+        steps = self.config.query_response
+        if any(step.expect is not None for step in steps):
+            samples.append(Sample("probe_failed_due_to_regex", value=0.0))
+        for number, step in enumerate(steps, 1):
+            send = step.send
+            if step.expect is not None:
+                self._step = f"step {number}: waiting for a line matching /{step.expect}/"
+                match = await _read_until(reader, re.compile(step.expect.encode()))
+                if match is None:
+                    samples[:] = [s for s in samples if s.name != "probe_failed_due_to_regex"]
+                    samples.append(Sample("probe_failed_due_to_regex", value=1.0))
+                    raise _Failed(f"step {number}: no line matched /{step.expect}/")
+                if send is not None:
+                    send = _expand(send, match).decode()
+            if send is not None:
+                self._step = f"step {number}: sending"
+                writer.write(send.encode() + b"\n")
+                try:
+                    await writer.drain()
+                except OSError as exc:
+                    raise _Failed(f"step {number}: cannot send: {exc}") from exc
+            if step.starttls:
+                self._step = f"step {number}: STARTTLS handshake"
+                try:
+                    await writer.start_tls(self._ssl(), server_hostname=server_name)
+                except ssl.SSLError as exc:
+                    raise _Failed(f"step {number}: TLS handshake failed: {exc.reason}") from exc
+                _tls_samples(writer, samples)
+        self._step = ""
+        what = "TLS " if self.config.tls else ""
+        return f"{self.config.address}: {what}connected" + (
+            f", {len(steps)} step{'s' if len(steps) != 1 else ''} done" if steps else ""
+        )
+
+
+async def _read_until(
+    reader: asyncio.StreamReader, pattern: re.Pattern[bytes]
+) -> re.Match[bytes] | None:
+    """Read lines until one matches; None when the peer closes first."""
+    while True:
+        try:
+            line = await reader.readline()
+        except (OSError, ValueError) as exc:  # ValueError: a line beyond the buffer limit
+            raise _Failed(f"error reading from the connection: {exc}") from exc
+        if not line:
+            return None
+        match = pattern.search(line.rstrip(b"\r\n"))
+        if match is not None:
+            return match
+
+
+def _tls_samples(writer: asyncio.StreamWriter, samples: list[Sample]) -> None:
+    """The TLS version and the earliest expiry of the certificates the server sent."""
+    sslobj: ssl.SSLObject | None = writer.get_extra_info("ssl_object")
+    if sslobj is None:
+        return
+    version = sslobj.version() or ""
+    samples.append(
+        Sample(
+            "probe_tls_version_info", Labels.of(version=_TLS_VERSIONS.get(version, version)), 1.0
+        )
+    )
+    chain: list[bytes] = []
+    get_chain = getattr(sslobj, "get_unverified_chain", None)  # Python 3.13
+    if get_chain is not None:
+        chain = [cert if isinstance(cert, bytes) else cert.public_bytes() for cert in get_chain()]
+    if not chain:
+        leaf = sslobj.getpeercert(binary_form=True)
+        chain = [leaf] if leaf else []
+    if chain:
+        expiry = min(cert_not_after(der) for der in chain)
+        samples[:] = [s for s in samples if s.name != "probe_ssl_earliest_cert_expiry"]
+        samples.append(Sample("probe_ssl_earliest_cert_expiry", value=expiry))
+
+
+def _ssl_context(options: TLSOptions) -> ssl.SSLContext:
+    """A client context as Go's crypto/tls makes one from blackbox's ``tls_config``."""
+    context = ssl.create_default_context(
+        cafile=str(options.ca_file) if options.ca_file is not None else None
+    )
+    if options.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if options.cert_file is not None:
+        context.load_cert_chain(
+            options.cert_file, options.key_file if options.key_file is not None else None
+        )
+    return context
