@@ -36,7 +36,8 @@ _NO_TIMESTAMP: Final = -(2**63)  # below every storable timestamp: an empty seri
 _TS_CODE: Final = "l" if array("l").itemsize == 8 else "q"
 _DOUBLE: Final = struct.Struct("<d")
 _NO_VIEW: Final = memoryview(b"")
-_EMPTY_POSTINGS: Final[frozenset[Series]] = frozenset()
+# How many matchers' matched values are kept per label name, at most.
+_MATCHED_PER_LABEL: Final = 512
 
 
 class MatchOp(enum.StrEnum):
@@ -298,6 +299,10 @@ class Store:
         self._by_name: dict[str, dict[Labels, Series]] = {}
         # label name -> label value -> series having it; "__name__" indexes the metric name.
         self._postings: dict[str, dict[str, set[Series]]] = {}
+        # label name -> matcher (other than =) -> the posting sets of the values it
+        # matches: the live sets, so new series of those values are in them. Forgotten
+        # when the label gains or loses a value.
+        self._matched: dict[str, dict[Matcher, list[set[Series]]]] = {}
         self._metadata: dict[str, MetricMetadata] = {}
         self._count = 0
         self._appended_total = 0
@@ -386,9 +391,13 @@ class Store:
         else:
             inner[labels] = ser
         postings = self._postings
-        postings.setdefault(NAME_LABEL, {}).setdefault(name, set()).add(ser)
-        for label, value in labels.items_tuple():
-            postings.setdefault(label, {}).setdefault(value, set()).add(ser)
+        for label, value in ((NAME_LABEL, name), *labels.items_tuple()):
+            by_value = postings.setdefault(label, {})
+            holders = by_value.get(value)
+            if holders is None:
+                holders = by_value[value] = set()
+                self._matched.pop(label, None)
+            holders.add(ser)
         self._count += 1
         return True
 
@@ -411,21 +420,27 @@ class Store:
         orders them its own way). Matchers that a missing label cannot satisfy
         pick candidates from the index; the others then filter them.
         """
-        required: list[AbstractSet[Series]] = []
+        # Per matcher, the posting sets of the values it matches. A series has one
+        # value per label, so they are disjoint: their sizes add up to their union's.
+        required: list[list[set[Series]]] = []
         filters: list[Matcher] = []
         for m in matchers:
             if m.matches(""):
                 filters.append(m)
                 continue
-            postings = self._postings_for(m)
-            if not postings:
+            parts = self._postings_for(m)
+            if not parts:
                 return []
-            required.append(postings)
+            required.append(parts)
         if required:
-            required.sort(key=len)
-            found = required[0] & required[1] if len(required) > 1 else required[0]
-            for more in required[2:]:
-                found = found & more
+            required.sort(key=_total_size)
+            first = required[0]
+            found: AbstractSet[Series] = first[0] if len(first) == 1 else set().union(*first)
+            for parts in required[1:]:
+                if len(parts) == 1:
+                    found = found & parts[0]
+                else:  # cheaper than building the union: each & walks the smaller set
+                    found = set().union(*[found & part for part in parts])
             for m in filters:
                 found = {s for s in found if m.matches(_label_value(s, m.name))}
             return sorted(found, key=_series_key) if sort else list(found)
@@ -437,14 +452,26 @@ class Store:
                     candidates -= holders
         return sorted(candidates, key=_series_key) if sort else list(candidates)
 
-    def _postings_for(self, m: Matcher) -> AbstractSet[Series]:
-        """The series whose ``m.name`` label satisfies ``m``; must not be mutated."""
+    def _postings_for(self, m: Matcher) -> list[set[Series]]:
+        """The posting sets of the values of label ``m.name`` that satisfy ``m``; not to be mutated.
+
+        Which values match is remembered until the label gains or loses a value.
+        """
         by_value = self._postings.get(m.name)
         if by_value is None:
-            return _EMPTY_POSTINGS
+            return []
         if m.op is MatchOp.EQ:
-            return by_value.get(m.value, _EMPTY_POSTINGS)
-        return set().union(*(s for value, s in by_value.items() if m.matches(value)))
+            holders = by_value.get(m.value)
+            return [] if holders is None else [holders]
+        known = self._matched.get(m.name)
+        if known is None:
+            known = self._matched[m.name] = {}
+        parts = known.get(m)
+        if parts is None:
+            if len(known) >= _MATCHED_PER_LABEL:
+                known.clear()
+            parts = known[m] = [s for value, s in by_value.items() if m.matches(value)]
+        return parts
 
     def __iter__(self) -> Iterator[Series]:
         """Every series, from a snapshot: writes during the iteration do not disturb it."""
@@ -488,6 +515,7 @@ class Store:
             holders.discard(ser)
             if not holders:
                 del by_value[value]
+                self._matched.pop(label, None)
                 if not by_value:
                     del postings[label]
         self._count -= 1
@@ -543,6 +571,10 @@ def _check_settings(samples_per_series: int, retention: float, max_series: int) 
 def _next_slots(capacity: int) -> list[int]:
     """``slot + 1`` wrapping to 0, precomputed: the hot path then allocates no int per write."""
     return [*range(1, capacity), 0]
+
+
+def _total_size(parts: list[set[Series]]) -> int:
+    return sum(map(len, parts))
 
 
 def _label_value(series: Series, name: str) -> str:

@@ -352,6 +352,30 @@ def test_select_equals_brute_force(
     assert keys(found) == sorted(keys(found), key=lambda k: (k[0], k[1].items_tuple()))
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    rounds=st.lists(
+        st.tuples(st.lists(series_keys, max_size=10), st.lists(matchers, max_size=3)),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_select_stays_right_as_series_and_label_values_come_and_go(
+    rounds: list[tuple[list[tuple[str, dict[str, str]]], list[Matcher]]],
+) -> None:
+    # Each round writes some series and drops the rest, then selects: whatever the store
+    # remembers of earlier selections must follow the index.
+    store = Store(retention=1.0)
+    for i, (written, selectors) in enumerate(rounds):
+        now = T0 + i * 10_000
+        store.append([Sample(name, Labels(labels), 1.0, now) for name, labels in written], 0)
+        store.gc(now)
+        for chosen in (selectors, selectors[:1], selectors[1:]):
+            found = store.select(chosen)
+            assert set(keys(found)) == brute_force(store, chosen)
+            assert len(found) == len(set(found))
+
+
 def two_jobs() -> Store:
     store = Store()
     store.append(
