@@ -184,7 +184,11 @@ class Daemon:
             retention=config.store.retention,
             max_series=config.store.max_series,
         )
-        self.scheduler = Scheduler(self.store, clock=self._clock)
+        self.scheduler = Scheduler(
+            self.store,
+            clock=self._clock,
+            max_concurrent=config.global_.max_concurrent_checks,
+        )
         self._alert_state = AlertStateStore(config.state_dir / STATE_DB)
         self.engine = Engine(self.store, default_subquery_step=config.global_.evaluation_interval)
         self._query = engine_query_func(self.engine)
@@ -375,6 +379,7 @@ class Daemon:
                     retention=config.store.retention,
                     max_series=config.store.max_series,
                 )
+                self.scheduler.max_concurrent = config.global_.max_concurrent_checks
                 await self.scheduler.set_checks(checks)
                 if self.engine is not None:
                     self.engine.default_subquery_step = config.global_.evaluation_interval

@@ -176,9 +176,17 @@ async def test_a_failed_reload_is_in_the_store_at_once_and_a_rule_on_it_fires(
         assert values(engine, query) == [1.0]
         await wait_until(lambda: rule_states(daemon)["ReloadFailed"] == [])
 
-        config.write_text(text.replace("evaluation_interval: 1h", "evaluation_interval: 30s"))
+        assert daemon.scheduler is not None
+        assert daemon.scheduler.max_concurrent == 64
+        config.write_text(
+            text.replace(
+                "evaluation_interval: 1h",
+                "evaluation_interval: 30s\n  max_concurrent_checks: 5",
+            )
+        )
         await daemon.reload()
         assert daemon.engine.default_subquery_step == 30.0
+        assert daemon.scheduler.max_concurrent == 5
     finally:
         daemon.request_stop()
         assert await asyncio.wait_for(running, 20) == 0
