@@ -1,0 +1,322 @@
+"""The ``dns`` check: one query to one DNS server, judged as blackbox_exporter's dns prober.
+
+The query goes over UDP and is repeated over TCP when the answer comes back truncated
+(``transport: tcp`` asks over TCP only). Without ``server``, the first nameserver of the
+system resolver's configuration (/etc/resolv.conf) is asked. For a ``PTR`` query an IP
+address as ``query_name`` is turned into its reverse name.
+
+The result is OK when the response code is one of ``valid_rcodes`` (default ``NOERROR``)
+and every ``validate_*_rrs`` rule holds, CRITICAL otherwise (no answer included). The
+rules are blackbox's, applied to each record of the section in its text form
+(``a.test. 300 IN A 127.0.0.5``): ``fail_if_matches_regexp`` (fails if any record matches
+any), ``fail_if_all_match_regexp`` (if every record matches one of them),
+``fail_if_not_matches_regexp`` (if any record does not match one of them) and
+``fail_if_none_matches_regexp`` (if no record matches one of them).
+
+Samples, each labelled ``check``, carry blackbox's names: ``probe_dns_lookup_time_seconds``
+(resolving the server's own name, 0 for an address), ``probe_dns_duration_seconds{phase}``
+(``resolve`` and ``request``), ``probe_dns_rcode``, ``probe_dns_answer_rrs``,
+``probe_dns_authority_rrs``, ``probe_dns_additional_rrs``, ``probe_dns_query_succeeded``,
+and ``probe_dns_serial`` for a SOA answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Final, Literal
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+import dns.rrset
+from pydantic import AfterValidator, Field, field_validator
+
+from checks.base import Check, CheckConfig
+from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
+from monitor.schema import ConfigModel
+
+__all__ = ["FAMILIES", "DNSCheck", "DNSConfig", "RRValidation"]
+
+QueryType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "PTR"]
+DEFAULT_TIMEOUT: Final = 10.0
+
+FAMILIES: Final[Mapping[str, MetricMetadata]] = {
+    "probe_dns_lookup_time_seconds": MetricMetadata(
+        MetricType.GAUGE, "Returns the time taken for probe dns lookup in seconds"
+    ),
+    "probe_dns_duration_seconds": MetricMetadata(
+        MetricType.GAUGE, "Duration of DNS request by phase"
+    ),
+    "probe_dns_rcode": MetricMetadata(MetricType.GAUGE, "Returns the DNS response code"),
+    "probe_dns_answer_rrs": MetricMetadata(
+        MetricType.GAUGE, "Returns number of entries in the answer resource record list"
+    ),
+    "probe_dns_authority_rrs": MetricMetadata(
+        MetricType.GAUGE, "Returns number of entries in the authority resource record list"
+    ),
+    "probe_dns_additional_rrs": MetricMetadata(
+        MetricType.GAUGE, "Returns number of entries in the additional resource record list"
+    ),
+    "probe_dns_query_succeeded": MetricMetadata(
+        MetricType.GAUGE, "Displays whether or not the query was executed successfully"
+    ),
+    "probe_dns_serial": MetricMetadata(MetricType.GAUGE, "Returns the serial number of the zone"),
+}
+
+
+def _valid_regexes(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+    return patterns
+
+
+Regexes = Annotated[list[str], AfterValidator(_valid_regexes)]
+
+
+class RRValidation(ConfigModel):
+    """blackbox's rules for the records of one section (see the module docstring)."""
+
+    fail_if_matches_regexp: Regexes = Field(default_factory=list)
+    fail_if_all_match_regexp: Regexes = Field(default_factory=list)
+    fail_if_not_matches_regexp: Regexes = Field(default_factory=list)
+    fail_if_none_matches_regexp: Regexes = Field(default_factory=list)
+
+    def problem(self, section: str, records: Sequence[str]) -> str | None:
+        """Why ``records`` fail these rules, or ``None`` when they pass."""
+
+        def matches(patterns: list[str], record: str) -> bool:
+            return any(re.search(p, record) for p in patterns)
+
+        for pattern in self.fail_if_matches_regexp:
+            if any(re.search(pattern, r) for r in records):
+                return f"{section} record matched {pattern!r}"
+        if self.fail_if_all_match_regexp and records:
+            if all(matches(self.fail_if_all_match_regexp, r) for r in records):
+                return f"every {section} record matched fail_if_all_match_regexp"
+        for record in records:
+            if self.fail_if_not_matches_regexp and not matches(
+                self.fail_if_not_matches_regexp, record
+            ):
+                return f"{section} record {record!r} matched no fail_if_not_matches_regexp"
+        if self.fail_if_none_matches_regexp and not any(
+            matches(self.fail_if_none_matches_regexp, r) for r in records
+        ):
+            return f"no {section} record matched fail_if_none_matches_regexp"
+        return None
+
+
+class DNSConfig(CheckConfig):
+    """Options of the ``dns`` check: what to ask, whom, and what a good answer is."""
+
+    type: Literal["dns"]
+    query_name: str = Field(min_length=1, description="the name to look up")
+    query_type: QueryType = "A"
+    server: str | None = Field(
+        default=None,
+        description="host, host:port or [v6]:port of the server; default the system resolver",
+    )
+    transport: Literal["udp", "tcp"] = Field(
+        default="udp", description="udp falls back to tcp on a truncated answer"
+    )
+    recursion_desired: bool = True
+    valid_rcodes: list[str] = Field(default_factory=lambda: ["NOERROR"], min_length=1)
+    validate_answer_rrs: RRValidation = Field(default_factory=RRValidation)
+    validate_authority_rrs: RRValidation = Field(default_factory=RRValidation)
+    validate_additional_rrs: RRValidation = Field(default_factory=RRValidation)
+
+    @field_validator("valid_rcodes")
+    @classmethod
+    def _known_rcodes(cls, value: list[str]) -> list[str]:
+        for name in value:
+            try:
+                dns.rcode.from_text(name)
+            except dns.rcode.UnknownRcode:
+                raise ValueError(f"{name!r} is not a DNS response code such as NXDOMAIN") from None
+        return [name.upper() for name in value]
+
+    @field_validator("server")
+    @classmethod
+    def _server_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            _split_server(value)
+        return value
+
+
+def _split_server(server: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``v6`` or ``[v6]:port`` as host and port (default 53)."""
+    if server.startswith("["):
+        host, _, rest = server[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif server.count(":") == 1:
+        host, port = server.split(":")
+    else:
+        host, port = server, "53"
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{server!r} is not host, host:port or [IPv6]:port")
+    return host, int(port)
+
+
+def _system_nameserver() -> tuple[str, int]:
+    """The first nameserver of /etc/resolv.conf and its port."""
+    resolver = dns.resolver.Resolver()
+    if not resolver.nameservers:
+        raise ValueError("the system resolver has no nameserver")
+    return str(resolver.nameservers[0]), resolver.port
+
+
+class DNSCheck(Check[DNSConfig]):
+    """Asks one DNS question and checks the response code and records."""
+
+    config_model = DNSConfig
+
+    def __init__(
+        self,
+        config: DNSConfig,
+        *,
+        system_nameserver: Callable[[], tuple[str, int]] = _system_nameserver,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(config)
+        self._system_nameserver = system_nameserver
+        self._monotonic = monotonic
+        name = config.query_name
+        if config.query_type == "PTR":
+            try:
+                name = dns.reversename.from_address(name).to_text()
+            except (ValueError, dns.exception.SyntaxError):
+                pass  # already a name
+        self._qname = name
+
+    async def run(self) -> CheckResult:
+        """Resolve the server, ask, and judge the response."""
+        own = Labels.of(check=self.name)
+        timeout = self.config.timeout if self.config.timeout is not None else DEFAULT_TIMEOUT
+        samples = [Sample("probe_dns_query_succeeded", own, 0.0)]
+        started = self._monotonic()
+        try:
+            host, port = (
+                _split_server(self.config.server)
+                if self.config.server is not None
+                else self._system_nameserver()
+            )
+            address = await _resolve(host)
+        except (OSError, ValueError) as exc:
+            return CheckResult(
+                Status.CRITICAL,
+                f"cannot resolve the server: {exc}",
+                tuple(samples),
+                metadata=FAMILIES,
+            )
+        resolved = self._monotonic()
+        samples += [
+            Sample("probe_dns_lookup_time_seconds", own, resolved - started),
+            Sample(
+                "probe_dns_duration_seconds", own.merge({"phase": "resolve"}), resolved - started
+            ),
+        ]
+        query = dns.message.make_query(self._qname, self.config.query_type)
+        if not self.config.recursion_desired:
+            query.flags &= ~dns.flags.RD
+        try:
+            if self.config.transport == "tcp":
+                response = await dns.asyncquery.tcp(query, address, timeout=timeout, port=port)
+            else:
+                response, _tcp = await dns.asyncquery.udp_with_fallback(
+                    query, address, timeout=timeout, port=port
+                )
+        except dns.exception.Timeout:
+            return CheckResult(
+                Status.CRITICAL,
+                f"no answer from {address} port {port} within {timeout:g}s",
+                tuple(samples),
+                metadata=FAMILIES,
+            )
+        except (OSError, dns.exception.DNSException) as exc:
+            return CheckResult(
+                Status.CRITICAL,
+                f"query to {address} port {port} failed: {exc}",
+                tuple(samples),
+                metadata=FAMILIES,
+            )
+        samples[0] = Sample("probe_dns_query_succeeded", own, 1.0)
+        samples.append(
+            Sample(
+                "probe_dns_duration_seconds",
+                own.merge({"phase": "request"}),
+                self._monotonic() - resolved,
+            )
+        )
+        return self._judge(response, own, samples)
+
+    def _judge(
+        self, response: dns.message.Message, own: Labels, samples: list[Sample]
+    ) -> CheckResult:
+        rcode = response.rcode()
+        sections = {
+            "answer": _records(response.answer),
+            "authority": _records(response.authority),
+            "additional": _records(response.additional),
+        }
+        samples += [
+            Sample("probe_dns_rcode", own, float(rcode)),
+            *(Sample(f"probe_dns_{s}_rrs", own, float(len(r))) for s, r in sections.items()),
+        ]
+        for rrset in response.answer:
+            if rrset.rdtype == dns.rdatatype.SOA:
+                samples.append(Sample("probe_dns_serial", own, float(rrset[0].serial)))
+                break
+        rcode_text = dns.rcode.to_text(rcode)
+        answers = [r.split(None, 4)[-1] for r in sections["answer"]]
+        summary = f"{rcode_text}, {len(answers)} answer{'' if len(answers) == 1 else 's'}"
+        if answers:
+            summary += ": " + ", ".join(answers[:3]) + (", ..." if len(answers) > 3 else "")
+        problems = []
+        if rcode_text not in self.config.valid_rcodes:
+            problems.append(
+                f"rcode {rcode_text} is not one of {', '.join(self.config.valid_rcodes)}"
+            )
+        rules = {
+            "answer": self.config.validate_answer_rrs,
+            "authority": self.config.validate_authority_rrs,
+            "additional": self.config.validate_additional_rrs,
+        }
+        for section, rule in rules.items():
+            problem = rule.problem(section, sections[section])
+            if problem is not None:
+                problems.append(problem)
+        status = Status.CRITICAL if problems else Status.OK
+        message = "; ".join([*problems, summary])
+        return CheckResult(status, message, tuple(samples), metadata=FAMILIES)
+
+
+def _records(section: Sequence[dns.rrset.RRset]) -> list[str]:
+    """Each record of a section in text form, one per record (as blackbox's ``rr.String()``)."""
+    return [
+        f"{rrset.name} {rrset.ttl} IN {dns.rdatatype.to_text(rrset.rdtype)} {rdata.to_text()}"
+        for rrset in section
+        for rdata in rrset
+    ]
+
+
+async def _resolve(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"{host!r} has no address")
+    return str(infos[0][4][0])

@@ -1,0 +1,218 @@
+"""The dns check against a real dnsmasq on a loopback port."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checks.dns import DNSCheck, DNSConfig
+from monitor.model import CheckResult, Labels, Status
+from tests.support import free_port, require_program, wait_for
+
+
+def _free_udp_and_tcp_port() -> int:
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    pytest.fail("no free port for both UDP and TCP")
+
+
+@pytest.fixture(scope="module")
+def dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A dnsmasq serving fixed records of ``a.test`` on 127.0.0.1; yields its port."""
+    program = require_program("dnsmasq", "dnsmasq")
+    tmp = tmp_path_factory.mktemp("dnsmasq")
+    pidfile = tmp / "dnsmasq.pid"
+    port = _free_udp_and_tcp_port()
+    txt = "v=spf1 -all"
+    long_txt = ",".join(f"{i:03d}" + "x" * 200 for i in range(4))  # truncated over UDP
+    argv = [
+        program,
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        f"--port={port}",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        f"--pid-file={pidfile}",
+        "--user=root" if Path("/proc/self").owner() == "root" else "--user=",
+        "--local=/test/",
+        "--address=/a.test/127.0.0.5",
+        "--host-record=www.a.test,127.0.0.6,::6",
+        "--mx-host=a.test,mail.a.test,10",
+        f"--txt-record=a.test,{txt}",
+        f"--txt-record=big.a.test,{long_txt}",
+        "--srv-host=_http._tcp.a.test,www.a.test,80,0,5",
+        "--cname=alias.a.test,www.a.test",
+        "--ptr-record=5.0.0.127.in-addr.arpa,a.test",
+        "--log-facility=-",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(
+            lambda: (
+                (pidfile.exists() and pidfile.read_text().strip() != "") or proc.poll() is not None
+            )
+        )
+        if proc.poll() is not None:
+            pytest.fail(
+                f"dnsmasq did not start: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def make_check(port: int, **options: Any) -> DNSCheck:
+    options.setdefault("timeout", "2s")
+    options.setdefault("server", f"127.0.0.1:{port}")
+    return DNSCheck(DNSConfig(name="dns", type="dns", **options))
+
+
+def value(result: CheckResult, name: str, **labels: str) -> float:
+    want = Labels.of(check="dns", **labels)
+    return next(s.value for s in result.samples if s.name == name and s.labels == want)
+
+
+@pytest.mark.parametrize(
+    ("name", "qtype", "answer"),
+    [
+        pytest.param("a.test", "A", "127.0.0.5", id="A record from --address"),
+        pytest.param("www.a.test", "AAAA", "::6", id="AAAA record from --host-record"),
+        pytest.param("a.test", "MX", "10 mail.a.test.", id="MX record"),
+        pytest.param("a.test", "TXT", '"v=spf1 -all"', id="TXT record"),
+        pytest.param("_http._tcp.a.test", "SRV", "0 5 80 www.a.test.", id="SRV record"),
+        pytest.param("alias.a.test", "CNAME", "www.a.test.", id="CNAME record"),
+        pytest.param("127.0.0.5", "PTR", "a.test.", id="PTR from an IP address"),
+        pytest.param("5.0.0.127.in-addr.arpa", "PTR", "a.test.", id="PTR from its name"),
+    ],
+)
+async def test_record_types(dnsmasq: int, name: str, qtype: str, answer: str) -> None:
+    result = await make_check(dnsmasq, query_name=name, query_type=qtype).run()
+    assert result.status is Status.OK, result.message
+    assert result.message == f"NOERROR, 1 answer: {answer}"
+    assert value(result, "probe_dns_rcode") == 0
+    assert value(result, "probe_dns_answer_rrs") == 1
+    assert value(result, "probe_dns_query_succeeded") == 1
+    assert 0 <= value(result, "probe_dns_duration_seconds", phase="request") < 2
+    assert value(result, "probe_dns_lookup_time_seconds") >= 0
+
+
+async def test_cname_chain_is_answered_with_the_address(dnsmasq: int) -> None:
+    result = await make_check(dnsmasq, query_name="alias.a.test").run()
+    assert result.message == "NOERROR, 2 answers: www.a.test., 127.0.0.6"
+
+
+async def test_nxdomain_is_critical_unless_valid(dnsmasq: int) -> None:
+    result = await make_check(dnsmasq, query_name="nope.a.test.", query_type="A").run()
+    assert result.status is Status.OK  # --address answers every name under a.test
+    result = await make_check(dnsmasq, query_name="nope.test").run()
+    assert result.status is Status.CRITICAL
+    assert result.message == "rcode NXDOMAIN is not one of NOERROR; NXDOMAIN, 0 answers"
+    assert value(result, "probe_dns_rcode") == 3
+    assert value(result, "probe_dns_answer_rrs") == 0
+    result = await make_check(dnsmasq, query_name="nope.test", valid_rcodes=["NXDOMAIN"]).run()
+    assert result.status is Status.OK
+
+
+@pytest.mark.parametrize(
+    ("rules", "problem"),
+    [
+        pytest.param(
+            {"fail_if_not_matches_regexp": [r"IN A 127\.0\.0\.5$"]}, None, id="not-matches passes"
+        ),
+        pytest.param(
+            {"fail_if_not_matches_regexp": [r"IN A 10\."]},
+            "answer record 'a.test. 0 IN A 127.0.0.5' matched no fail_if_not_matches_regexp",
+            id="not-matches fails",
+        ),
+        pytest.param(
+            {"fail_if_matches_regexp": ["127.0.0.5"]},
+            "answer record matched '127.0.0.5'",
+            id="matches fails",
+        ),
+        pytest.param(
+            {"fail_if_all_match_regexp": ["IN A"]},
+            "every answer record matched fail_if_all_match_regexp",
+            id="all-match fails",
+        ),
+        pytest.param(
+            {"fail_if_none_matches_regexp": ["IN AAAA"]},
+            "no answer record matched fail_if_none_matches_regexp",
+            id="none-matches fails",
+        ),
+    ],
+)
+async def test_answer_validation(
+    dnsmasq: int, rules: dict[str, list[str]], problem: str | None
+) -> None:
+    result = await make_check(dnsmasq, query_name="a.test", validate_answer_rrs=rules).run()
+    if problem is None:
+        assert result.status is Status.OK
+    else:
+        assert result.status is Status.CRITICAL
+        assert result.message == f"{problem}; NOERROR, 1 answer: 127.0.0.5"
+
+
+async def test_truncated_udp_answer_falls_back_to_tcp(dnsmasq: int) -> None:
+    result = await make_check(dnsmasq, query_name="big.a.test", query_type="TXT").run()
+    assert result.status is Status.OK, result.message
+    assert result.message.startswith('NOERROR, 1 answer: "000xxx')
+    result = await make_check(dnsmasq, query_name="a.test", transport="tcp").run()
+    assert result.message == "NOERROR, 1 answer: 127.0.0.5"
+
+
+async def test_no_server_listening_is_critical() -> None:
+    port = _free_udp_and_tcp_port()
+    result = await make_check(port, query_name="a.test", timeout="1s").run()
+    assert result.status is Status.CRITICAL
+    assert result.message in (
+        f"no answer from 127.0.0.1 port {port} within 1s",
+        f"query to 127.0.0.1 port {port} failed: [Errno 111] Connection refused",
+    )
+    assert value(result, "probe_dns_query_succeeded") == 0
+
+
+async def test_system_resolver_is_asked_when_no_server(dnsmasq: int) -> None:
+    config = DNSConfig(name="dns", type="dns", query_name="a.test", timeout="2s")
+    check = DNSCheck(config, system_nameserver=lambda: ("127.0.0.1", dnsmasq))
+    result = await check.run()
+    assert result.status is Status.OK
+    assert result.message == "NOERROR, 1 answer: 127.0.0.5"
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        pytest.param(
+            {"query_type": "HINFO"}, "literal_error|Input should be", id="unsupported type"
+        ),
+        pytest.param({"valid_rcodes": ["NOPE"]}, "not a DNS response code", id="unknown rcode"),
+        pytest.param({"server": "127.0.0.1:99999"}, "host:port", id="bad port"),
+        pytest.param(
+            {"validate_answer_rrs": {"fail_if_matches_regexp": ["("]}},
+            "not a regular",
+            id="bad regex",
+        ),
+    ],
+)
+def test_config_errors(options: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        DNSConfig(name="d", type="dns", query_name="a.test", **options)
