@@ -37,6 +37,7 @@ from monitor.selfscrape import SelfScrape
 from monitor.store import Store
 from monitor.systemd import SystemdNotifier
 from monitor.web import WebApp, WebServer
+from monitor.web.health import CheckState
 from rules.alerting import ForState
 from rules.files import check_rule_files, load_rule_file
 from rules.group import Group, build_group
@@ -220,6 +221,7 @@ class Daemon:
             is_ready=lambda: self._ready,
             token=lambda: self.config.server.token if self.config else None,
             rule_groups=rules.groups,
+            checks=self.check_states,
         )
         self.web = WebServer(app, config.server.listen)
         try:
@@ -251,6 +253,17 @@ class Daemon:
         finally:
             await self._shutdown()
         return 0
+
+    def check_states(self) -> list[CheckState]:
+        """Every scheduled check's kind, interval and last result, for ``/api/v1/health``."""
+        if self.scheduler is None:
+            return []
+        checks = self.config.checks if self.config is not None else []
+        intervals = {check.name: check.interval for check in checks}
+        return [
+            CheckState(name, kind, intervals.get(name), stats.last_result, stats.last_run)
+            for name, (kind, stats) in self.scheduler.stats().items()
+        ]
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop gracefully (what SIGTERM does)."""

@@ -1,4 +1,5 @@
-"""The aiohttp application and its server: /metrics, /-/healthy, /-/ready, /-/reload, /api/v1."""
+"""The aiohttp application and its server: /metrics, /-/healthy, /-/ready, /-/reload, /api/v1
+(rules, alerts, health)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from monitor.errors import ConfigError, LifecycleError
 from monitor.exporter import render
 from monitor.log import get_logger
 from monitor.web.api import RuleGroupView, RulesAPI
+from monitor.web.health import CheckState, HealthAPI
 
 __all__ = ["WebApp", "WebServer"]
 
@@ -24,13 +26,15 @@ log = get_logger("web")
 
 @dataclass(slots=True)
 class WebApp:
-    """What the HTTP handlers serve: the registry, readiness, reload, the auth token, rules."""
+    """What the HTTP handlers serve: the registry, readiness, reload, the auth token, rules,
+    the checks' states."""
 
     registry: CollectorRegistry
     reload: Callable[[], Awaitable[None]]
     is_ready: Callable[[], bool]
     token: Callable[[], SecretStr | None] = lambda: None
     rule_groups: Callable[[], Sequence[RuleGroupView]] = lambda: ()
+    checks: Callable[[], Sequence[CheckState]] = lambda: ()
 
     def application(self) -> web.Application:
         """The aiohttp application with every route."""
@@ -41,6 +45,7 @@ class WebApp:
         app.router.add_post("/-/reload", self._reload)
         app.router.add_put("/-/reload", self._reload)
         RulesAPI(self.rule_groups).register(app)
+        HealthAPI(self.checks, self.is_ready).register(app)
         return app
 
     async def _metrics(self, request: web.Request) -> web.Response:
