@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -238,6 +239,27 @@ def test_check_config_exits_2_for_a_missing_file(
 def test_the_example_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     example = Path(__file__).parent.parent / "config.example.yaml"
     assert main(["check-config", str(example)]) == 0
+
+
+def test_the_example_configs_commented_checks_are_valid_once_uncommented(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = Path(__file__).parent.parent / "config.example.yaml"
+    lines, in_checks = [], False
+    for line in example.read_text().splitlines():
+        if line.startswith("checks:"):
+            in_checks = True
+        elif line and not line.startswith((" ", "#")):
+            in_checks = False
+        if in_checks and re.match(r"^  # (- name|\s+\S)", line):
+            line = "  " + line[4:]
+        lines.append(line)
+    uncommented = tmp_path / "config.yaml"
+    uncommented.write_text("\n".join(lines) + "\n")
+    assert main(["check-config", str(uncommented)]) == 0, capsys.readouterr().err
+    kinds = capsys.readouterr().out
+    for kind in ("command", "dns", "file", "host", "http", "icmp", "process", "tcp", "tls"):
+        assert kind in kinds
 
 
 def test_config_schema_is_json_schema_of_the_same_models(
