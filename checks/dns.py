@@ -13,9 +13,11 @@ any), ``fail_if_all_match_regexp`` (if every record matches one of them),
 ``fail_if_not_matches_regexp`` (if any record does not match one of them) and
 ``fail_if_none_matches_regexp`` (if no record matches one of them).
 
-Samples, each labelled ``check``, carry blackbox's names: ``probe_dns_lookup_time_seconds``
-(resolving the server's own name, 0 for an address), ``probe_dns_duration_seconds{phase}``
-(``resolve`` and ``request``), ``probe_dns_rcode``, ``probe_dns_answer_rrs``,
+Samples carry blackbox's names and labels (no ``check`` label, as the other probes):
+``probe_success``, ``probe_duration_seconds``, ``probe_dns_lookup_time_seconds`` (resolving
+the server's own name, near 0 for an address), ``probe_ip_protocol``, ``probe_ip_addr_hash``,
+``probe_dns_duration_seconds{phase}`` (``resolve``, ``connect``: making the socket, and
+``request``: the exchange), ``probe_dns_rcode``, ``probe_dns_answer_rrs``,
 ``probe_dns_authority_rrs``, ``probe_dns_additional_rrs``, ``probe_dns_query_succeeded``,
 and ``probe_dns_serial`` for a SOA answer.
 """
@@ -28,11 +30,13 @@ import re
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
+import dns.asyncbackend
 import dns.asyncquery
 import dns.exception
 import dns.flags
+import dns.inet
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -42,6 +46,7 @@ import dns.rrset
 from pydantic import AfterValidator, Field, field_validator
 
 from checks.base import Check, CheckConfig
+from checks.tcp import PROBE_FAMILIES, ip_addr_hash
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
 from monitor.schema import ConfigModel
 
@@ -51,6 +56,15 @@ QueryType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "PTR"
 DEFAULT_TIMEOUT: Final = 10.0
 
 FAMILIES: Final[Mapping[str, MetricMetadata]] = {
+    **{
+        name: PROBE_FAMILIES[name]
+        for name in (
+            "probe_success",
+            "probe_duration_seconds",
+            "probe_ip_protocol",
+            "probe_ip_addr_hash",
+        )
+    },
     "probe_dns_lookup_time_seconds": MetricMetadata(
         MetricType.GAUGE, "Returns the time taken for probe dns lookup in seconds"
     ),
@@ -72,6 +86,8 @@ FAMILIES: Final[Mapping[str, MetricMetadata]] = {
     ),
     "probe_dns_serial": MetricMetadata(MetricType.GAUGE, "Returns the serial number of the zone"),
 }
+
+_PHASE: Final = {phase: Labels.of(phase=phase) for phase in ("resolve", "connect", "request")}
 
 
 def _valid_regexes(patterns: list[str]) -> list[str]:
@@ -201,11 +217,19 @@ class DNSCheck(Check[DNSConfig]):
         self._qname = name
 
     async def run(self) -> CheckResult:
-        """Resolve the server, ask, and judge the response."""
-        own = Labels.of(check=self.name)
-        timeout = self.config.timeout if self.config.timeout is not None else DEFAULT_TIMEOUT
-        samples = [Sample("probe_dns_query_succeeded", own, 0.0)]
+        """Resolve the server, connect, ask, and judge the response."""
+        samples: list[Sample] = []
         started = self._monotonic()
+        status, message = await self._probe(samples, started)
+        samples += [
+            Sample("probe_success", value=1.0 if status is Status.OK else 0.0),
+            Sample("probe_duration_seconds", value=self._monotonic() - started),
+        ]
+        return CheckResult(status, message, tuple(samples), metadata=FAMILIES)
+
+    async def _probe(self, samples: list[Sample], started: float) -> tuple[Status, str]:
+        timeout = self.config.timeout if self.config.timeout is not None else DEFAULT_TIMEOUT
+        samples.append(Sample("probe_dns_query_succeeded", value=0.0))
         try:
             host, port = (
                 _split_server(self.config.server)
@@ -214,56 +238,44 @@ class DNSCheck(Check[DNSConfig]):
             )
             address = await _resolve(host)
         except (OSError, ValueError) as exc:
-            return CheckResult(
-                Status.CRITICAL,
-                f"cannot resolve the server: {exc}",
-                tuple(samples),
-                metadata=FAMILIES,
-            )
+            return Status.CRITICAL, f"cannot resolve the server: {exc}"
         resolved = self._monotonic()
+        family = dns.inet.af_for_address(address)
         samples += [
-            Sample("probe_dns_lookup_time_seconds", own, resolved - started),
-            Sample(
-                "probe_dns_duration_seconds", own.merge({"phase": "resolve"}), resolved - started
-            ),
+            Sample("probe_dns_lookup_time_seconds", value=resolved - started),
+            Sample("probe_ip_protocol", value=6.0 if family == socket.AF_INET6 else 4.0),
+            Sample("probe_ip_addr_hash", value=ip_addr_hash(address)),
+            Sample("probe_dns_duration_seconds", _PHASE["resolve"], resolved - started),
         ]
         query = dns.message.make_query(self._qname, self.config.query_type)
         if not self.config.recursion_desired:
             query.flags &= ~dns.flags.RD
         try:
-            if self.config.transport == "tcp":
-                response = await dns.asyncquery.tcp(query, address, timeout=timeout, port=port)
-            else:
-                response, _tcp = await dns.asyncquery.udp_with_fallback(
-                    query, address, timeout=timeout, port=port
-                )
+            tcp = self.config.transport == "tcp"
+            sock = await _open_socket(family, address, port, tcp=tcp, within=timeout)
+            connected = self._monotonic()
+            samples.append(
+                Sample("probe_dns_duration_seconds", _PHASE["connect"], connected - resolved)
+            )
+            left = max(0.0, timeout - (connected - resolved))
+            async with sock:
+                if tcp:
+                    response = await dns.asyncquery.tcp(query, address, left, port, sock=sock)
+                else:
+                    response, _tcp = await dns.asyncquery.udp_with_fallback(
+                        query, address, left, port, udp_sock=sock
+                    )
         except dns.exception.Timeout:
-            return CheckResult(
-                Status.CRITICAL,
-                f"no answer from {address} port {port} within {timeout:g}s",
-                tuple(samples),
-                metadata=FAMILIES,
-            )
+            return Status.CRITICAL, f"no answer from {address} port {port} within {timeout:g}s"
         except (OSError, dns.exception.DNSException) as exc:
-            return CheckResult(
-                Status.CRITICAL,
-                f"query to {address} port {port} failed: {exc}",
-                tuple(samples),
-                metadata=FAMILIES,
-            )
-        samples[0] = Sample("probe_dns_query_succeeded", own, 1.0)
+            return Status.CRITICAL, f"query to {address} port {port} failed: {exc}"
+        samples[0] = Sample("probe_dns_query_succeeded", value=1.0)
         samples.append(
-            Sample(
-                "probe_dns_duration_seconds",
-                own.merge({"phase": "request"}),
-                self._monotonic() - resolved,
-            )
+            Sample("probe_dns_duration_seconds", _PHASE["request"], self._monotonic() - connected)
         )
-        return self._judge(response, own, samples)
+        return self._judge(response, samples)
 
-    def _judge(
-        self, response: dns.message.Message, own: Labels, samples: list[Sample]
-    ) -> CheckResult:
+    def _judge(self, response: dns.message.Message, samples: list[Sample]) -> tuple[Status, str]:
         rcode = response.rcode()
         sections = {
             "answer": _records(response.answer),
@@ -271,12 +283,12 @@ class DNSCheck(Check[DNSConfig]):
             "additional": _records(response.additional),
         }
         samples += [
-            Sample("probe_dns_rcode", own, float(rcode)),
-            *(Sample(f"probe_dns_{s}_rrs", own, float(len(r))) for s, r in sections.items()),
+            Sample("probe_dns_rcode", value=float(rcode)),
+            *(Sample(f"probe_dns_{s}_rrs", value=float(len(r))) for s, r in sections.items()),
         ]
         for rrset in response.answer:
             if rrset.rdtype == dns.rdatatype.SOA:
-                samples.append(Sample("probe_dns_serial", own, float(rrset[0].serial)))
+                samples.append(Sample("probe_dns_serial", value=float(rrset[0].serial)))
                 break
         rcode_text = dns.rcode.to_text(rcode)
         answers = [r.split(None, 4)[-1] for r in sections["answer"]]
@@ -298,8 +310,7 @@ class DNSCheck(Check[DNSConfig]):
             if problem is not None:
                 problems.append(problem)
         status = Status.CRITICAL if problems else Status.OK
-        message = "; ".join([*problems, summary])
-        return CheckResult(status, message, tuple(samples), metadata=FAMILIES)
+        return status, "; ".join([*problems, summary])
 
 
 def _records(section: Sequence[dns.rrset.RRset]) -> list[str]:
@@ -309,6 +320,22 @@ def _records(section: Sequence[dns.rrset.RRset]) -> list[str]:
         for rrset in section
         for rdata in rrset
     ]
+
+
+async def _open_socket(family: int, address: str, port: int, *, tcp: bool, within: float) -> Any:
+    """A socket of dnspython's default backend for the server: a TCP one connected within
+    ``within`` seconds, or a UDP one. Made apart from the query so that blackbox's ``connect``
+    phase (making the socket) is timed apart from its ``request`` phase (the exchange)."""
+    backend = dns.asyncbackend.get_default_backend()
+    # dnspython's backend methods carry no annotations.
+    if tcp:
+        return await backend.make_socket(  # type: ignore[no-untyped-call]
+            family, socket.SOCK_STREAM, 0, None, (address, port), within
+        )
+    connect = backend.datagram_connection_required()  # type: ignore[no-untyped-call]
+    return await backend.make_socket(  # type: ignore[no-untyped-call]
+        family, socket.SOCK_DGRAM, 0, None, (address, port) if connect else None
+    )
 
 
 async def _resolve(host: str) -> str:

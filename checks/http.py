@@ -42,6 +42,7 @@ from yarl import URL
 from checks.base import Check, CheckConfig
 from checks.certs import TLS_METADATA, RecordingContext, client_context, peer_chain, tls_samples
 from checks.conditions import PLACEHOLDERS, Condition, ConditionContext, parse_condition
+from checks.tcp import PROBE_FAMILIES, ip_addr_hash
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
 from monitor.schema import ConfigModel, SecretFile, resolve_secret
 
@@ -179,6 +180,7 @@ HTTP_METADATA: Final[Mapping[str, MetricMetadata]] = {
     "probe_ip_protocol": MetricMetadata(
         _GAUGE, "Specifies whether probe ip protocol is IP4 or IP6"
     ),
+    "probe_ip_addr_hash": PROBE_FAMILIES["probe_ip_addr_hash"],
     "probe_http_status_code": MetricMetadata(_GAUGE, "Response HTTP status code"),
     "probe_http_duration_seconds": MetricMetadata(
         _GAUGE, "Duration of http request by phase, summed over all redirects"
@@ -500,6 +502,7 @@ class HttpCheck(Check[HttpConfig]):
         ]
         if outcome.ip:
             samples.append(Sample("probe_ip_protocol", value=6.0 if ":" in outcome.ip else 4.0))
+            samples.append(Sample("probe_ip_addr_hash", value=ip_addr_hash(outcome.ip)))
         metadata = {s.name: HTTP_METADATA[s.name] for s in samples}
         status = Status.OK if success else Status.CRITICAL
         return CheckResult(status, message, tuple(samples), metadata=metadata)

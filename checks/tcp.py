@@ -2,7 +2,8 @@
 
 It follows blackbox_exporter's ``tcp`` prober (prober/tcp.go) and reports its sample names:
 ``probe_success``, ``probe_duration_seconds``, ``probe_dns_lookup_time_seconds``,
-``probe_ip_protocol``, ``probe_failed_due_to_regex``, and with TLS
+``probe_ip_protocol``, ``probe_ip_addr_hash``, ``probe_failed_due_to_regex`` (always, 0 unless
+an expect failed, as blackbox registers it before dialling), and with TLS
 ``probe_ssl_earliest_cert_expiry`` and ``probe_tls_version_info{version}``.
 
 The probe keeps to a deadline a little inside the check's timeout, so that a target that
@@ -13,6 +14,7 @@ at, rather than the scheduler's bare "timed out".
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import re
 import socket
@@ -39,6 +41,7 @@ __all__ = [
     "TCPConfig",
     "TLSOptions",
     "cert_not_after",
+    "ip_addr_hash",
     "probe_deadline",
     "resolve",
     "split_address",
@@ -56,6 +59,10 @@ PROBE_FAMILIES: Final = {
     ),
     "probe_ip_protocol": MetricMetadata(
         MetricType.GAUGE, "Specifies whether probe ip protocol is IP4 or IP6"
+    ),
+    "probe_ip_addr_hash": MetricMetadata(
+        MetricType.GAUGE,
+        "Specifies the hash of IP address. It's useful to detect if the IP address changes.",
     ),
     "probe_failed_due_to_regex": MetricMetadata(
         MetricType.GAUGE, "Indicates if probe failed due to regex"
@@ -110,6 +117,18 @@ def _valid_regex(value: str | None) -> str | None:
 
 Address = Annotated[str, AfterValidator(_valid_address)]
 IPProtocol = Literal["ip4", "ip6"]
+
+
+def ip_addr_hash(ip: str) -> float:
+    """blackbox's ``probe_ip_addr_hash``: FNV-1a (32 bits) of the address's bytes, 4 for
+    IPv4 (also IPv4-mapped IPv6, as Go's ``To4`` gives), 16 for IPv6."""
+    address = ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    value = 0x811C9DC5
+    for byte in address.packed:
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return float(value)
 
 
 class ResolveError(Exception):
@@ -281,7 +300,7 @@ class TCPCheck(Check[TCPConfig]):
 
     async def run(self) -> CheckResult:
         """Probe once within the probe deadline; any failure is CRITICAL with probe_success 0."""
-        samples: list[Sample] = []
+        samples = [Sample("probe_failed_due_to_regex", value=0.0)]
         started = time.monotonic()
         deadline = probe_deadline(self.config.timeout)
         try:
@@ -310,6 +329,7 @@ class TCPCheck(Check[TCPConfig]):
         )
         samples.append(Sample("probe_dns_lookup_time_seconds", value=target.lookup_seconds))
         samples.append(Sample("probe_ip_protocol", value=float(target.protocol)))
+        samples.append(Sample("probe_ip_addr_hash", value=ip_addr_hash(target.ip)))
         server_name = self.config.tls_config.server_name or self._host
         self._step = "connecting" + (" and TLS handshake" if self.config.tls else "")
         try:
@@ -345,8 +365,6 @@ class TCPCheck(Check[TCPConfig]):
         samples: list[Sample],
     ) -> str:
         steps = self.config.query_response
-        if any(step.expect is not None for step in steps):
-            samples.append(Sample("probe_failed_due_to_regex", value=0.0))
         for number, step in enumerate(steps, 1):
             send = step.send
             if step.expect is not None:

@@ -87,7 +87,7 @@ def make_check(port: int, **options: Any) -> DNSCheck:
 
 
 def value(result: CheckResult, name: str, **labels: str) -> float:
-    want = Labels.of(check="dns", **labels)
+    want = Labels.of(**labels)
     return next(s.value for s in result.samples if s.name == name and s.labels == want)
 
 
@@ -112,7 +112,11 @@ async def test_record_types(dnsmasq: int, name: str, qtype: str, answer: str) ->
     assert value(result, "probe_dns_answer_rrs") == 1
     assert value(result, "probe_dns_query_succeeded") == 1
     assert 0 <= value(result, "probe_dns_duration_seconds", phase="request") < 2
+    assert 0 <= value(result, "probe_dns_duration_seconds", phase="connect") < 2
     assert value(result, "probe_dns_lookup_time_seconds") >= 0
+    assert value(result, "probe_success") == 1
+    assert value(result, "probe_ip_protocol") == 4
+    assert all(not s.labels or set(s.labels) == {"phase"} for s in result.samples)
 
 
 async def test_cname_chain_is_answered_with_the_address(dnsmasq: int) -> None:
@@ -127,6 +131,8 @@ async def test_nxdomain_is_critical_unless_valid(dnsmasq: int) -> None:
     assert result.status is Status.CRITICAL
     assert result.message == "rcode NXDOMAIN is not one of NOERROR; NXDOMAIN, 0 answers"
     assert value(result, "probe_dns_rcode") == 3
+    assert value(result, "probe_success") == 0
+    assert value(result, "probe_dns_query_succeeded") == 1
     assert value(result, "probe_dns_answer_rrs") == 0
     result = await make_check(dnsmasq, query_name="nope.test", valid_rcodes=["NXDOMAIN"]).run()
     assert result.status is Status.OK

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from checks.tcp import TCPCheck, TCPConfig, cert_not_after
+from checks.tcp import TCPCheck, TCPConfig, cert_not_after, ip_addr_hash
 from monitor.model import CheckResult, Labels, Sample, Status
 from monitor.scheduler import Scheduler
 from monitor.store import Store
@@ -100,7 +100,8 @@ async def test_a_listener_that_accepts_is_ok_with_blackbox_samples(serve: Any) -
     assert v["probe_ip_protocol"] == 4.0
     assert 0 < v["probe_duration_seconds"] < 1
     assert "probe_dns_lookup_time_seconds" in v
-    assert "probe_failed_due_to_regex" not in v  # only with an expect, as in blackbox
+    assert v["probe_failed_due_to_regex"] == 0.0  # blackbox 0.23 registers it for every probe
+    assert v["probe_ip_addr_hash"] == 3668918509.0  # blackbox's value for 127.0.0.1
     assert (
         result.metadata["probe_success"].help == "Displays whether or not the probe was a success"
     )
@@ -132,6 +133,20 @@ async def test_send_in_the_expect_step_uses_numbered_groups(serve: Any) -> None:
     steps = [{"expect": r"^220 (\S+)", "send": "EHLO $1"}, {"expect": "^250 hello mail.test"}]
     result = await make_check(port, query_response=steps).run()
     assert result.status is Status.OK, result.message
+
+
+@pytest.mark.parametrize(
+    ("ip", "expected"),
+    [
+        pytest.param("127.0.0.1", 3668918509.0, id="IPv4 hashes its four bytes as blackbox does"),
+        pytest.param(
+            "::ffff:127.0.0.1", 3668918509.0, id="an IPv4-mapped IPv6 address hashes as IPv4"
+        ),
+        pytest.param("::1", 1751717746.0, id="IPv6 hashes its sixteen bytes"),
+    ],
+)
+def test_ip_addr_hash_is_fnv1a_of_the_address_bytes(ip: str, expected: float) -> None:
+    assert ip_addr_hash(ip) == expected
 
 
 async def test_a_peer_that_closes_before_a_line_matches_failed_due_to_regex(serve: Any) -> None:
