@@ -55,6 +55,11 @@ class Check(abc.ABC, Generic[C]):
     """
 
     config_model: ClassVar[type[CheckConfig]]
+    identify_series: ClassVar[bool] = True
+    """The scheduler adds ``check="<name>"`` to every sample without a ``check`` label, so
+    two checks of one kind (two HTTP probes, say) never write the same series. A kind
+    whose series must stay exactly another exporter's (the system collector's
+    node_* series) sets it to False."""
 
     def __init__(self, config: C) -> None:
         self.config = config

@@ -388,6 +388,7 @@ class SystemCheck(Check[SystemConfig]):
     """Collects the host's metrics under node_exporter's names; OK unless nothing could be read."""
 
     config_model = SystemConfig
+    identify_series = False  # node_exporter's series exactly, for its dashboards and rules
 
     def __init__(self, config: SystemConfig, *, host: Host | None = None) -> None:
         super().__init__(config)

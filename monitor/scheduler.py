@@ -6,7 +6,8 @@ so checks do not all fire together. Each run is wrapped so that nothing a check
 does (raise, hang, return garbage) reaches the scheduler: it becomes a result.
 
 For every run the store receives the check's samples (configured labels added,
-stamped with the run's start time), ``monitord_check_up``,
+``check="<name>"`` added to those without a ``check`` label when the kind asks for
+it, stamped with the run's start time), ``monitord_check_up``,
 ``monitord_check_status`` and ``monitord_check_duration_seconds``, and a
 staleness marker for every series the previous run produced and this one did
 not, as Prometheus does for scrape targets. After each write, the ``on_write``
@@ -103,6 +104,10 @@ class Schedulable(Protocol):
     def config(self) -> Any:
         """The check's validated options."""
 
+    @property
+    def identify_series(self) -> bool:
+        """Whether the scheduler adds ``check="<name>"`` to samples that have no ``check`` label."""
+
     async def run(self) -> CheckResult:
         """Probe once."""
 
@@ -128,6 +133,7 @@ class _Entry:
     check: Schedulable
     labels: Labels
     check_labels: Labels
+    identify: bool = False
     stats: CheckStats = field(default_factory=CheckStats)
     previous: set[SeriesKey] = field(default_factory=set)
 
@@ -247,6 +253,7 @@ class Scheduler:
             check=check,
             labels=labels,
             check_labels=labels.merge({"check": check.name, "kind": check.kind}),
+            identify=check.identify_series,
         )
         self._entries[check.name] = entry
         if self._state == "running":
@@ -396,6 +403,8 @@ class Scheduler:
         for name, meta in result.metadata.items():
             self._store.set_metadata(name, meta)
         samples = _with_labels(result.samples, entry.labels)
+        if entry.identify:
+            samples = _identified(samples, entry.check.name)
         current = {(s.name, s.labels) for s in samples}
         stale = [Sample(n, lbl, STALE_NAN) for n, lbl in entry.previous - current]
         entry.previous = current
@@ -422,6 +431,15 @@ class Scheduler:
     def jobs(self) -> int:
         """How many checks are scheduled."""
         return len(self._entries)
+
+
+def _identified(samples: list[Sample], name: str) -> list[Sample]:
+    """The samples with ``check="<name>"`` added where they have no ``check`` label."""
+    mark = {"check": name}
+    return [
+        s if "check" in s.labels else Sample(s.name, s.labels.merge(mark), s.value, s.timestamp)
+        for s in samples
+    ]
 
 
 def _with_labels(samples: Iterable[Sample], extra: Labels) -> list[Sample]:

@@ -195,8 +195,11 @@ async def test_a_hung_target_does_not_hold_up_other_checks(serve: Any) -> None:
     assert hung_result is not None and hung_result.status is Status.CRITICAL
     assert 0.85 < hung_result.duration < 1.0
     assert stats["hung"][1].timeouts == 0  # the probe cut itself, with its samples
-    series = store.get("probe_success", Labels())
-    assert series is not None  # both checks write it unlabelled; labels tell them apart in use
+    # Each check's probe_success is its own series, told apart by the check label.
+    hung_series = store.get("probe_success", Labels.of(check="hung"))
+    fast_series = store.get("probe_success", Labels.of(check="fast"))
+    assert hung_series is not None and hung_series.last_value == 0.0
+    assert fast_series is not None and fast_series.last_value == 1.0
 
 
 @pytest.fixture(scope="module")

@@ -137,7 +137,7 @@ def test_the_daemon_runs_a_check_kind_from_an_installed_package(
 
         wait_for(lambda: answer().get("status") == "OK", timeout=20)
         _, metrics = get(port, "/metrics")
-        assert f'example_value{{path="{value}"}} 3.0' in metrics.splitlines()
+        assert f'example_value{{check="answer",path="{value}"}} 3.0' in metrics.splitlines()
         assert 'monitord_check_up{check="answer",kind="example"} 1.0' in metrics.splitlines()
         status, body = health()
         assert (status, body["data"]["status"]) == (200, "healthy")

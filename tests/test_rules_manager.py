@@ -294,6 +294,7 @@ class Probe:
 
     kind = "probe"
     config = ProbeConfig()
+    identify_series = False
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -27,6 +27,7 @@ class RecordingCheck:
     """A check that records when it ran and does what it is told."""
 
     kind = "fake"
+    identify_series = False
 
     def __init__(
         self, name: str, config: FakeConfig, behaviour: str = "ok", samples: tuple[Sample, ...] = ()
@@ -111,6 +112,32 @@ async def test_samples_get_the_checks_labels_and_the_run_timestamp() -> None:
         "monitord_check_duration_seconds", Labels.of(check="t", kind="fake", team="web")
     )
     assert own is not None
+
+
+async def test_two_checks_of_a_kind_that_identifies_its_series_never_share_one() -> None:
+    store = Store()
+    scheduler = Scheduler(store, clock=lambda: 1_700_000_000.0)
+    checks = []
+    for name, value in (("a", 1.0), ("b", 0.0)):
+        check = RecordingCheck(
+            name,
+            FakeConfig(60, 5),
+            samples=(
+                Sample("probe_success", Labels(), value),
+                Sample("own_check_label", Labels.of(check="kept"), value),
+            ),
+        )
+        check.identify_series = True
+        checks.append(check)
+    await scheduler.set_checks(checks)
+    await scheduler.run_check("a")
+    await scheduler.run_check("b")
+    assert value_of(store, "probe_success", check="a") == 1.0
+    assert value_of(store, "probe_success", check="b") == 0.0
+    assert store.get("probe_success", Labels()) is None
+    # A sample that names its check already keeps its own label.
+    kept = store.get("own_check_label", Labels.of(check="kept"))
+    assert kept is not None and kept.points() == [(1_700_000_000_000, 1.0)]
 
 
 async def test_a_series_that_disappears_gets_a_stale_marker() -> None:
