@@ -12,7 +12,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import socket
 import types
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from glob import escape as glob_escape
 from glob import glob as expand_glob
@@ -84,6 +86,11 @@ class ServerConfig(ConfigModel):
     """The HTTP server: /metrics, health, reload, API."""
 
     listen: str = Field(default=DEFAULT_LISTEN, description="host:port to listen on")
+    external_url: str | None = Field(
+        default=None,
+        description="the URL users reach monitord at (Prometheus' --web.external-url), "
+        "$externalURL in alert templates; default http://<hostname>:<listen port>",
+    )
     auth_token: SecretStr | None = Field(
         default=None, description="bearer token required by mutating endpoints (/-/reload)"
     )
@@ -95,10 +102,28 @@ class ServerConfig(ConfigModel):
         split_host_port(value)
         return value
 
+    @field_validator("external_url")
+    @classmethod
+    def _valid_external_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{value!r} is not an absolute http:// or https:// URL")
+        return value.rstrip("/")
+
     @model_validator(mode="after")
     def _one_token(self) -> ServerConfig:
         self._check_secret_pair("auth_token")
         return self
+
+    @property
+    def effective_external_url(self) -> str:
+        """``external_url``, or ``http://<hostname>:<port>`` as Prometheus defaults it."""
+        if self.external_url is not None:
+            return self.external_url
+        _, port = split_host_port(self.listen)
+        return f"http://{socket.gethostname()}:{port}"
 
     @property
     def token(self) -> SecretStr | None:

@@ -148,6 +148,7 @@ class Daemon:
                     default_interval=config.global_.evaluation_interval,
                     expander=self._expander,
                     external_labels=config.global_.external_labels,
+                    external_url=config.server.effective_external_url,
                 )
                 for spec in rule_file.groups
             )

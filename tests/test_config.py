@@ -14,8 +14,12 @@ from monitor.cli import main
 from monitor.config import build_config_model, load_config, parse_config, rule_file_paths
 from monitor.daemon import Daemon
 from monitor.errors import ConfigError
+from monitor.query import Engine
 from monitor.schema import format_duration, parse_duration
+from monitor.store import Store
 from rules.files import check_rule_files
+from rules.group import EvalContext
+from rules.query import engine_query_func
 
 
 class WebConfig(CheckConfig):
@@ -496,3 +500,35 @@ def test_daemon_hands_rule_evaluation_flags_to_the_rule_manager(tmp_path: Path) 
         options.default_query_offset,
         options.on_arrival,
     ) == (30_000, 7_200_000, 300_000, 60_000, False)
+
+
+def test_external_url_defaults_to_hostname_and_listen_port_and_must_be_absolute() -> None:
+    import socket
+
+    config = parse_config("server:\n  listen: 127.0.0.1:9999\n", model=MODEL, environ={})
+    assert config.server.effective_external_url == f"http://{socket.gethostname()}:9999"
+    text = "server:\n  external_url: https://mon.example.org/monitord/\n"
+    config = parse_config(text, model=MODEL, environ={})
+    assert config.server.effective_external_url == "https://mon.example.org/monitord"
+    with pytest.raises(ConfigError) as caught:
+        parse_config("server:\n  external_url: mon.example.org\n", model=MODEL, environ={})
+    assert ":2: server.external_url: " in str(caught.value)
+    assert "is not an absolute http:// or https:// URL" in str(caught.value)
+
+
+def test_alert_templates_in_the_daemon_see_the_external_url(tmp_path: Path) -> None:
+    (tmp_path / "r.yml").write_text(
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: vector(1)\n"
+        "        annotations: {link: '{{ $externalURL }}/alerts'}\n"
+    )
+    config_file = tmp_path / "m.yaml"
+    config_file.write_text(
+        "server:\n  external_url: https://mon.example.org\nrule_files: [r.yml]\n"
+    )
+    daemon = Daemon(config_file, environ={})
+    config, _ = daemon.load()
+    (group,) = daemon.load_rules(config)
+    store = Store()
+    group.eval(60_000, EvalContext(query=engine_query_func(Engine(store)), store=store))
+    (alert,) = group.alerting_rules()[0].active_alerts()
+    assert dict(alert.annotations) == {"link": "https://mon.example.org/alerts"}
