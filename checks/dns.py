@@ -46,28 +46,16 @@ import dns.rrset
 from pydantic import AfterValidator, Field, field_validator
 
 from checks.base import Check, CheckConfig
-from checks.tcp import PROBE_FAMILIES, ip_addr_hash
+from checks.probe import DEFAULT_TIMEOUT, PROBE_FAMILIES, ip_addr_hash
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
 from monitor.schema import ConfigModel
 
 __all__ = ["FAMILIES", "DNSCheck", "DNSConfig", "RRValidation"]
 
 QueryType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "PTR"]
-DEFAULT_TIMEOUT: Final = 10.0
 
 FAMILIES: Final[Mapping[str, MetricMetadata]] = {
-    **{
-        name: PROBE_FAMILIES[name]
-        for name in (
-            "probe_success",
-            "probe_duration_seconds",
-            "probe_ip_protocol",
-            "probe_ip_addr_hash",
-        )
-    },
-    "probe_dns_lookup_time_seconds": MetricMetadata(
-        MetricType.GAUGE, "Returns the time taken for probe dns lookup in seconds"
-    ),
+    **PROBE_FAMILIES,
     "probe_dns_duration_seconds": MetricMetadata(
         MetricType.GAUGE, "Duration of DNS request by phase"
     ),

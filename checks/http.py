@@ -22,7 +22,6 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 
 import aiohttp
@@ -40,9 +39,9 @@ from pydantic import (
 from yarl import URL
 
 from checks.base import Check, CheckConfig
-from checks.certs import TLS_METADATA, RecordingContext, client_context, peer_chain, tls_samples
+from checks.certs import TLS_METADATA, RecordingContext, peer_chain, tls_samples
 from checks.conditions import PLACEHOLDERS, Condition, ConditionContext, parse_condition
-from checks.tcp import PROBE_FAMILIES, ip_addr_hash
+from checks.probe import PROBE_FAMILIES, TlsClientConfig, ip_addr_hash, probe_deadline
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
 from monitor.schema import ConfigModel, SecretFile, resolve_secret
 
@@ -52,8 +51,6 @@ __all__ = [
     "BasicAuth",
     "HttpCheck",
     "HttpConfig",
-    "TlsClientConfig",
-    "check_deadline",
 ]
 
 HTTP_PLACEHOLDERS: Final = tuple(p for p in PLACEHOLDERS if p != "[DNS_RCODE]")
@@ -91,35 +88,6 @@ class BasicAuth(ConfigModel):
         """The password, empty when none is set."""
         password = resolve_secret(self.password, self.password_file)
         return "" if password is None else password.get_secret_value()
-
-
-class TlsClientConfig(ConfigModel):
-    """How a check verifies its peer and presents itself (Prometheus' ``tls_config``)."""
-
-    ca_file: Path | None = Field(
-        default=None, description="trust these CAs instead of the system's"
-    )
-    cert_file: Path | None = Field(default=None, description="client certificate (PEM)")
-    key_file: Path | None = Field(default=None, description="its private key; default cert_file")
-    insecure_skip_verify: bool = Field(
-        default=False, description="accept any certificate and hostname (expiry is still read)"
-    )
-    server_name: str | None = Field(default=None, description="the name to verify and send as SNI")
-
-    @model_validator(mode="after")
-    def _key_needs_cert(self) -> Self:
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file needs cert_file")
-        return self
-
-    def context(self) -> RecordingContext:
-        """A client context for these options; loading a file may raise ``OSError``/``SSLError``."""
-        return client_context(
-            verify=not self.insecure_skip_verify,
-            ca_file=self.ca_file,
-            cert_file=self.cert_file,
-            key_file=self.key_file,
-        )
 
 
 class HttpConfig(CheckConfig):
@@ -170,17 +138,7 @@ PHASES: Final = ("resolve", "connect", "tls", "processing", "transfer")
 
 _GAUGE = MetricType.GAUGE
 HTTP_METADATA: Final[Mapping[str, MetricMetadata]] = {
-    "probe_success": MetricMetadata(_GAUGE, "Displays whether or not the probe was a success"),
-    "probe_duration_seconds": MetricMetadata(
-        _GAUGE, "Returns how long the probe took to complete in seconds"
-    ),
-    "probe_dns_lookup_time_seconds": MetricMetadata(
-        _GAUGE, "Returns the time taken for probe dns lookup in seconds"
-    ),
-    "probe_ip_protocol": MetricMetadata(
-        _GAUGE, "Specifies whether probe ip protocol is IP4 or IP6"
-    ),
-    "probe_ip_addr_hash": PROBE_FAMILIES["probe_ip_addr_hash"],
+    **PROBE_FAMILIES,
     "probe_http_status_code": MetricMetadata(_GAUGE, "Response HTTP status code"),
     "probe_http_duration_seconds": MetricMetadata(
         _GAUGE, "Duration of http request by phase, summed over all redirects"
@@ -197,13 +155,6 @@ HTTP_METADATA: Final[Mapping[str, MetricMetadata]] = {
     **TLS_METADATA,
 }
 """blackbox_exporter's families of the http prober, with its help texts."""
-
-
-def check_deadline(timeout: float | None) -> float:
-    """How long a probe may take: its timeout less a tenth, at most 0.5 s (10 s if unset)."""
-    if timeout is None:
-        timeout = 10.0
-    return timeout - min(0.5, timeout / 10)
 
 
 class _FamilyResolver(AbstractResolver):
@@ -352,7 +303,7 @@ class HttpCheck(Check[HttpConfig]):
         """Request, time the phases, evaluate the conditions, report blackbox's families."""
         config = self.config
         started = self._clock()
-        deadline = check_deadline(config.timeout)
+        deadline = probe_deadline(config.timeout)
         outcome = _Outcome()
         timeline = _Timeline(self._clock, None)
         error = ""

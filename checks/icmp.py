@@ -18,8 +18,9 @@ socket sees every ICMP packet the host receives). When neither opens, the result
 with a message naming both permissions. Sockets are non-blocking and read from the event
 loop's reader callback; nothing blocks the loop.
 
-Replies are awaited until every echo has one or the probe's deadline (the check's timeout
-minus min(0.1 s, 10 %)) passes; what has not come back by then is lost.
+Replies are awaited until every echo has one or the probe's deadline
+(:func:`checks.probe.probe_deadline`: the check's timeout minus min(0.5 s, 10 %)) passes;
+what has not come back by then is lost.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Final, Literal
 from pydantic import Field, model_validator
 
 from checks.base import Check, CheckConfig
-from checks.tcp import IPProtocol, Resolved, ResolveError, probe_deadline, resolve
+from checks.probe import IPProtocol, Resolved, ResolveError, probe_deadline, resolve
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
 from monitor.schema import ConfigModel, Duration
 
@@ -104,7 +105,6 @@ _PAYLOAD_FILL: Final = b"monitord icmp probe "
 _PING_GROUP_RANGE: Final = Path("/proc/sys/net/ipv4/ping_group_range")
 # An IPv4 datagram is at most 65535 bytes: 20 of IP header and 8 of ICMP header.
 _MAX_PAYLOAD: Final = 65507
-_NO_TIMEOUT_WAIT: Final = 10.0  # the global scrape_timeout default, for a check built bare
 
 
 def checksum(data: bytes) -> int:
@@ -280,8 +280,7 @@ class ICMPCheck(Check[ICMPConfig]):
         started = time.monotonic()
         samples: list[Sample] = []
         phases = {"resolve": 0.0, "setup": 0.0, "rtt": 0.0}
-        deadline = probe_deadline(self.config.timeout)
-        budget = deadline if deadline is not None else _NO_TIMEOUT_WAIT
+        budget = probe_deadline(self.config.timeout)
         echoes: _Echoes | None = None
         failure = ""  # why the probe failed before its replies could be counted
         status = verdict = Status.CRITICAL

@@ -14,14 +14,11 @@ at, rather than the scheduler's bare "timed out".
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import re
-import socket
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -29,41 +26,29 @@ from typing import Annotated, Final, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from checks.base import Check, CheckConfig
+from checks.probe import (
+    PROBE_FAMILIES,
+    IPProtocol,
+    ResolveError,
+    ip_addr_hash,
+    probe_deadline,
+    resolve,
+)
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
 from monitor.schema import ConfigModel
 
 __all__ = [
-    "PROBE_FAMILIES",
+    "TCP_FAMILIES",
     "QueryResponse",
-    "ResolveError",
-    "Resolved",
     "TCPCheck",
     "TCPConfig",
     "TLSOptions",
     "cert_not_after",
-    "ip_addr_hash",
-    "probe_deadline",
-    "resolve",
     "split_address",
 ]
 
-PROBE_FAMILIES: Final = {
-    "probe_success": MetricMetadata(
-        MetricType.GAUGE, "Displays whether or not the probe was a success"
-    ),
-    "probe_duration_seconds": MetricMetadata(
-        MetricType.GAUGE, "Returns how long the probe took to complete in seconds"
-    ),
-    "probe_dns_lookup_time_seconds": MetricMetadata(
-        MetricType.GAUGE, "Returns the time taken for probe dns lookup in seconds"
-    ),
-    "probe_ip_protocol": MetricMetadata(
-        MetricType.GAUGE, "Specifies whether probe ip protocol is IP4 or IP6"
-    ),
-    "probe_ip_addr_hash": MetricMetadata(
-        MetricType.GAUGE,
-        "Specifies the hash of IP address. It's useful to detect if the IP address changes.",
-    ),
+TCP_FAMILIES: Final[Mapping[str, MetricMetadata]] = {
+    **PROBE_FAMILIES,
     "probe_failed_due_to_regex": MetricMetadata(
         MetricType.GAUGE, "Indicates if probe failed due to regex"
     ),
@@ -74,17 +59,7 @@ PROBE_FAMILIES: Final = {
         MetricType.GAUGE, "Returns the TLS version used, or NaN when unknown"
     ),
 }
-
-# How much of the timeout the probe leaves to the scheduler, as blackbox leaves 0.5s of
-# Prometheus' scrape timeout: at most this, and at most a tenth of the timeout.
-_TIMEOUT_MARGIN: Final = 0.1
-
-
-def probe_deadline(timeout: float | None) -> float | None:
-    """The time budget of a probe under a check timeout of ``timeout`` seconds."""
-    if timeout is None:
-        return None
-    return timeout - min(_TIMEOUT_MARGIN, timeout / 10)
+"""blackbox_exporter's families of the tcp prober, with its help texts."""
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -116,58 +91,6 @@ def _valid_regex(value: str | None) -> str | None:
 
 
 Address = Annotated[str, AfterValidator(_valid_address)]
-IPProtocol = Literal["ip4", "ip6"]
-
-
-def ip_addr_hash(ip: str) -> float:
-    """blackbox's ``probe_ip_addr_hash``: FNV-1a (32 bits) of the address's bytes, 4 for
-    IPv4 (also IPv4-mapped IPv6, as Go's ``To4`` gives), 16 for IPv6."""
-    address = ipaddress.ip_address(ip)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    value = 0x811C9DC5
-    for byte in address.packed:
-        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return float(value)
-
-
-class ResolveError(Exception):
-    """The target's name did not resolve to an address of a usable family."""
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    """The address a probe talks to and how long finding it took."""
-
-    ip: str
-    family: socket.AddressFamily
-    lookup_seconds: float
-
-    @property
-    def protocol(self) -> int:
-        """4 or 6, as ``probe_ip_protocol`` says it."""
-        return 6 if self.family == socket.AF_INET6 else 4
-
-
-async def resolve(host: str, preferred: IPProtocol = "ip6", fallback: bool = True) -> Resolved:
-    """blackbox's ``chooseProtocol``: the first address of the preferred family, else of
-    the other family when ``fallback`` is set."""
-    started = time.monotonic()
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ResolveError(f"cannot resolve {host}: {exc.strerror}") from exc
-    lookup = time.monotonic() - started
-    want = socket.AF_INET6 if preferred == "ip6" else socket.AF_INET
-    for info in infos:
-        if info[0] == want:
-            return Resolved(str(info[4][0]), want, lookup)
-    if fallback:
-        for info in infos:
-            if info[0] in (socket.AF_INET, socket.AF_INET6):
-                return Resolved(str(info[4][0]), socket.AddressFamily(info[0]), lookup)
-    raise ResolveError(f"{host} has no {preferred} address")
 
 
 class TLSOptions(ConfigModel):
@@ -314,7 +237,7 @@ class TCPCheck(Check[TCPConfig]):
             status, success, message = Status.CRITICAL, 0.0, f"{self.config.address}: {exc}"
         samples.append(Sample("probe_success", value=success))
         samples.append(Sample("probe_duration_seconds", value=time.monotonic() - started))
-        metadata = {s.name: PROBE_FAMILIES[s.name] for s in samples}
+        metadata = {s.name: TCP_FAMILIES[s.name] for s in samples}
         return CheckResult(status, message, tuple(samples), metadata=metadata)
 
     def _ssl(self) -> ssl.SSLContext:

@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from checks.base import Check, CheckConfig
 from checks.certs import TLS_METADATA, PeerChain, RecordingContext, peer_chain, tls_samples
-from checks.http import HTTP_METADATA, TlsClientConfig, check_deadline
+from checks.probe import PROBE_FAMILIES, TlsClientConfig, probe_deadline
 from monitor.model import CheckResult, MetricMetadata, Sample, Status
 from monitor.schema import Duration
 
@@ -107,8 +107,8 @@ STARTTLS: Final[
 """What each protocol says before the handshake."""
 
 METADATA: Final[Mapping[str, MetricMetadata]] = {
-    "probe_success": HTTP_METADATA["probe_success"],
-    "probe_duration_seconds": HTTP_METADATA["probe_duration_seconds"],
+    "probe_success": PROBE_FAMILIES["probe_success"],
+    "probe_duration_seconds": PROBE_FAMILIES["probe_duration_seconds"],
     **TLS_METADATA,
 }
 
@@ -134,7 +134,7 @@ class TlsCheck(Check[TlsConfig]):
         """Connect, STARTTLS if asked, handshake, judge."""
         config = self.config
         started = self._clock()
-        deadline = check_deadline(config.timeout)
+        deadline = probe_deadline(config.timeout)
         where = f"{config.host}:{config.port}"
         try:
             if self._context is None:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from checks.tcp import TCPCheck, TCPConfig, cert_not_after, ip_addr_hash
+from checks.probe import ip_addr_hash
+from checks.tcp import TCPCheck, TCPConfig, cert_not_after
 from monitor.model import CheckResult, Labels, Sample, Status
 from monitor.scheduler import Scheduler
 from monitor.store import Store
