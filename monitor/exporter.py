@@ -16,6 +16,7 @@ the bytes are the same as the encoder's alone (tests/test_exporter_rendering.py)
 
 from __future__ import annotations
 
+import math
 import platform
 import re
 from collections.abc import Callable, Container, Iterable, Mapping
@@ -27,6 +28,7 @@ from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
@@ -42,7 +44,7 @@ from prometheus_client.samples import Sample
 
 import monitor
 from monitor.model import MetricMetadata, MetricType, is_stale_nan
-from monitor.scheduler import CheckStats
+from monitor.scheduler import DELAY_BUCKETS, CheckStats
 from monitor.selfscrape import SelfScrape
 from monitor.store import Series, Store
 
@@ -242,11 +244,16 @@ class SelfCollector(Collector):
             "Check runs that raised instead of returning a result.",
             labels=["check", "kind"],
         )
+        counts = [0] * (len(DELAY_BUCKETS) + 1)
+        delay_sum = 0.0
         for name, (kind, stat) in sorted(stats.items()):
             runs.add_metric([name, kind], stat.runs)
             timeouts.add_metric([name, kind], stat.timeouts)
             errors.add_metric([name, kind], stat.errors)
+            counts = [a + b for a, b in zip(counts, stat.delay_counts, strict=True)]
+            delay_sum += stat.delay_seconds_total
         yield from (runs, timeouts, errors)
+        yield _delay_histogram(counts, delay_sum)
 
     def _store_metrics(self) -> Iterable[Metric]:
         s = self._store.stats()
@@ -276,6 +283,21 @@ class SelfCollector(Collector):
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(name, doc, value=value)
+
+
+def _delay_histogram(counts: list[int], total: float) -> HistogramMetricFamily:
+    """All checks' scheduling delays (one family, no per-check series) as a histogram."""
+    cumulative, buckets = 0, []
+    for bound, count in zip([*DELAY_BUCKETS, math.inf], counts, strict=True):
+        cumulative += count
+        buckets.append((_go_float(bound), cumulative))
+    return HistogramMetricFamily(
+        "monitord_check_schedule_delay_seconds",
+        "How late scheduled check runs got their slot, from their due time "
+        "(APScheduler's lateness plus the wait for a free slot), over all checks.",
+        buckets=buckets,
+        sum_value=total,
+    )
 
 
 def build_registry(

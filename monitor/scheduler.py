@@ -23,14 +23,22 @@ count against the check's timeout, as a Prometheus scrape's timeout starts when 
 request leaves, and blackbox's when the probe starts: the timeout is the target's
 budget, not the daemon's. The run's samples are stamped when it got its slot, and the
 wait is kept in :class:`CheckStats` (``last_wait``, ``wait_seconds_total``).
+
+For each scheduled run, :class:`CheckStats` also keeps the scheduling delay: from the
+run's due time (the latest point of the check's interval grid at or before APScheduler
+fired it) to the moment it got its slot, so APScheduler's lateness plus the slot wait.
+It is counted in the buckets of :data:`DELAY_BUCKETS`, which the exporter adds up over
+the checks as the ``monitord_check_schedule_delay_seconds`` histogram.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,10 +64,12 @@ from monitor.store import Store
 __all__ = [
     "CHECK_METADATA",
     "DEFAULT_MAX_CONCURRENT",
+    "DELAY_BUCKETS",
     "CheckStats",
     "Schedulable",
     "Scheduler",
     "WriteHook",
+    "due_time",
 ]
 
 log = get_logger("scheduler")
@@ -78,6 +88,11 @@ CHECK_METADATA: Mapping[str, MetricMetadata] = {
 
 DEFAULT_MAX_CONCURRENT = 64
 """How many check runs may go on at once unless configured otherwise."""
+
+DELAY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+)  # fmt: skip
+"""Upper bounds (seconds) of the scheduling-delay buckets; a last one counts the rest."""
 
 SeriesKey = tuple[str, Labels]
 
@@ -126,6 +141,15 @@ class CheckStats:
     last_run: float | None = None
     last_wait: float = 0.0
     wait_seconds_total: float = 0.0
+    last_delay: float = 0.0
+    delay_seconds_total: float = 0.0
+    delay_counts: list[int] = field(default_factory=lambda: [0] * (len(DELAY_BUCKETS) + 1))
+
+    def observe_delay(self, delay: float) -> None:
+        """Count one scheduled run that got its slot ``delay`` seconds after it was due."""
+        self.last_delay = delay
+        self.delay_seconds_total += delay
+        self.delay_counts[bisect.bisect_left(DELAY_BUCKETS, delay)] += 1
 
 
 @dataclass(slots=True)
@@ -136,6 +160,7 @@ class _Entry:
     identify: bool = False
     stats: CheckStats = field(default_factory=CheckStats)
     previous: set[SeriesKey] = field(default_factory=set)
+    first_due: float = 0.0  # epoch seconds of the job's first run, on APScheduler's clock
 
 
 def start_offset(name: str, interval: float, cap: float = 15.0) -> float:
@@ -143,6 +168,14 @@ def start_offset(name: str, interval: float, cap: float = 15.0) -> float:
     digest = hashlib.sha256(name.encode()).digest()
     fraction = int.from_bytes(digest[:8], "big") / 2**64
     return fraction * min(interval, cap)
+
+
+def due_time(first: float, interval: float, now: float) -> float:
+    """The latest point of the grid ``first + k * interval`` (k >= 0) at or before ``now``."""
+    # APScheduler fires at or after a due time; the nudge keeps float error from
+    # putting a run that fired on time one interval back.
+    k = math.floor((now - first) / interval + 1e-9)
+    return first + max(k, 0) * interval
 
 
 class Scheduler:
@@ -294,6 +327,7 @@ class Scheduler:
         interval: float = entry.check.config.interval
         offset = start_offset(entry.check.name, interval, self._offset_cap)
         first = datetime.now(UTC) + timedelta(seconds=offset)
+        entry.first_due = first.timestamp()
         self._aps.add_job(
             self._run_job,
             IntervalTrigger(seconds=interval, start_date=first, timezone=UTC),
@@ -344,8 +378,11 @@ class Scheduler:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
+        # On APScheduler's clock (datetime.now), which its due times are on.
+        now = datetime.now(UTC).timestamp()
+        late = now - due_time(entry.first_due, entry.check.config.interval, now)
         try:
-            await self.run_once(entry)
+            await self.run_once(entry, late=late)
         finally:
             self._inflight.discard(task)
 
@@ -353,13 +390,19 @@ class Scheduler:
         """Run the named check now, outside its schedule (for tests and the API)."""
         return await self.run_once(self._entries[name])
 
-    async def run_once(self, entry: _Entry) -> CheckResult:
-        """One run of one check: in a free slot, bounded by its timeout, never raising."""
+    async def run_once(self, entry: _Entry, *, late: float | None = None) -> CheckResult:
+        """One run of one check: in a free slot, bounded by its timeout, never raising.
+
+        ``late``: for a scheduled run, how long after its due time it was fired; the
+        scheduling delay recorded is that plus the wait for a slot.
+        """
         queued = self._monotonic()
         async with self._slots:
             started = self._monotonic()
             entry.stats.last_wait = started - queued
             entry.stats.wait_seconds_total += entry.stats.last_wait
+            if late is not None:
+                entry.stats.observe_delay(late + entry.stats.last_wait)
             return await self._run_in_slot(entry, started)
 
     async def _run_in_slot(self, entry: _Entry, started: float) -> CheckResult:

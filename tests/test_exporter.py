@@ -105,3 +105,25 @@ def test_the_registry_still_yields_the_store_samples_to_other_readers() -> None:
         ("weird_counter", {}, 5.0)
     ]
     assert "gone" not in by_name
+
+
+def test_the_scheduling_delays_of_all_checks_add_up_to_one_histogram() -> None:
+    fast, slow = CheckStats(), CheckStats()
+    for delay in (0.0002, 0.003, 0.003):
+        fast.observe_delay(delay)
+    slow.observe_delay(0.2)
+    slow.observe_delay(30.0)
+    stats = {"fast": ("http", fast), "slow": ("http", slow)}
+    registry = build_registry(Store(), lambda: stats, ReloadStatus())
+    text = render(registry, None)[0].decode()
+    assert "# TYPE monitord_check_schedule_delay_seconds histogram" in text
+    assert 'monitord_check_schedule_delay_seconds_bucket{le="0.0005"} 1.0' in text
+    assert 'monitord_check_schedule_delay_seconds_bucket{le="0.0025"} 1.0' in text
+    assert 'monitord_check_schedule_delay_seconds_bucket{le="0.005"} 3.0' in text
+    assert 'monitord_check_schedule_delay_seconds_bucket{le="0.25"} 4.0' in text
+    assert 'monitord_check_schedule_delay_seconds_bucket{le="10.0"} 4.0' in text
+    assert 'monitord_check_schedule_delay_seconds_bucket{le="+Inf"} 5.0' in text
+    assert "monitord_check_schedule_delay_seconds_count 5.0" in text
+    assert "monitord_check_schedule_delay_seconds_sum 30.2062" in text
+    lines = [x for x in text.splitlines() if x.startswith("monitord_check_schedule_delay_seconds")]
+    assert len(lines) == 17  # 15 buckets, count and sum: no per-check series

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 import pytest
 
 from monitor.model import CheckResult, Labels, Sample, Status, is_stale_nan
-from monitor.scheduler import Scheduler
+from monitor.scheduler import Scheduler, due_time
 from monitor.store import Store
 
 
@@ -247,3 +248,58 @@ async def test_at_most_max_concurrent_checks_run_at_once_and_the_wait_is_not_tim
 def test_the_concurrency_limit_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1, got 0"):
         Scheduler(Store(), max_concurrent=0)
+
+
+@pytest.mark.parametrize(
+    ("interval", "now", "due"),
+    [
+        pytest.param(10.0, 100.0, 100.0, id="a run fired on its first due time is due then"),
+        pytest.param(10.0, 125.3, 120.0, id="a late run is due at the latest grid point"),
+        pytest.param(10.0, 99.0, 100.0, id="a run before the first due time is due at the first"),
+        pytest.param(0.1, 100.0 + 3 * 0.1, 100.3, id="float error does not move it back"),
+    ],
+)
+def test_the_due_time_is_the_latest_point_of_the_interval_grid(
+    interval: float, now: float, due: float
+) -> None:
+    assert due_time(100.0, interval, now) == pytest.approx(due)
+
+
+async def test_scheduled_runs_record_their_delay_from_the_due_time_and_the_slot_wait() -> None:
+    scheduler = Scheduler(Store(), start_offset_cap=0, max_concurrent=1)
+
+    class Hog(RecordingCheck):
+        async def run(self) -> CheckResult:
+            await asyncio.sleep(0.4)
+            return CheckResult(Status.OK, "done")
+
+    hog = Hog("hog", FakeConfig(interval=3600, timeout=1.0))
+    ticker = RecordingCheck("ticker", FakeConfig(interval=0.5, timeout=1.0))
+    await scheduler.set_checks([ticker])
+    await scheduler.start()
+    await asyncio.sleep(1.2)  # runs at 0, 0.5 and 1.0, each on time
+    on_time = dataclasses.replace(scheduler.stats()["ticker"][1])
+    on_time.delay_counts = list(on_time.delay_counts)
+    await scheduler.set_checks([ticker, hog])  # the hog is due at once and takes the slot
+    await asyncio.sleep(0.6)
+    stats = scheduler.stats()
+    await scheduler.stop()
+
+    assert on_time.runs == sum(on_time.delay_counts) == 3
+    assert 0 <= on_time.delay_seconds_total < 0.1 * 3, on_time
+    ticker_stats = stats["ticker"][1]
+    assert ticker_stats.runs == sum(ticker_stats.delay_counts) == 4
+    # The run due at 1.5 s waited for the hog's slot until about 1.6 s.
+    assert 0.05 < ticker_stats.last_delay < 0.25, ticker_stats.last_delay
+    assert ticker_stats.last_delay >= ticker_stats.last_wait
+    assert sum(stats["hog"][1].delay_counts) == 1
+
+
+async def test_runs_outside_the_schedule_record_no_delay() -> None:
+    scheduler = Scheduler(Store())
+    check = RecordingCheck("manual", FakeConfig(interval=60, timeout=1.0))
+    await scheduler.set_checks([check])
+    await scheduler.run_check("manual")
+    stats = scheduler.stats()["manual"][1]
+    assert stats.runs == 1
+    assert sum(stats.delay_counts) == 0
