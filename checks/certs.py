@@ -1,15 +1,19 @@
-"""TLS helpers shared by the ``http`` and ``tls`` checks: client contexts, peer chains, expiry.
+"""TLS helpers shared by the ``http``, ``tls`` and ``tcp`` checks: client contexts, peer chains,
+and blackbox_exporter's TLS families.
 
 :class:`RecordingContext` is an :class:`ssl.SSLContext` that remembers every TLS object it
 creates and when, so a check learns when the handshake began (the ``tls`` phase) and reads
 the peer's chains afterwards, whatever library (aiohttp, asyncio streams) drove the
 connection. Chains are read with ``SSLObject.get_verified_chain()`` and
 ``get_unverified_chain()`` (public from Python 3.13, private on ``_sslobj`` since 3.10) and
-decoded with ``cryptography``.
+decoded with ``cryptography``. The samples are blackbox_exporter 0.23's (prober/tls.go): the
+version spelt as ``getTLSVersion`` spells it, the leaf's subject and issuer as Go's
+``pkix.Name.String()`` writes them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,15 +22,19 @@ from pathlib import Path
 from typing import Any, Final
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from monitor.model import Labels, MetricMetadata, MetricType, Sample
 
 __all__ = [
     "TLS_METADATA",
+    "TLS_VERSIONS",
     "Handshake",
     "PeerChain",
     "RecordingContext",
     "client_context",
+    "go_name",
     "peer_chain",
     "tls_samples",
 ]
@@ -145,6 +153,84 @@ def peer_chain(obj: ssl.SSLObject) -> PeerChain:
     return PeerChain(presented, verified, obj.version() or "", cipher[0] if cipher else "")
 
 
+TLS_VERSIONS: Final[Mapping[str, str]] = {
+    "TLSv1": "TLS 1.0",
+    "TLSv1.1": "TLS 1.1",
+    "TLSv1.2": "TLS 1.2",
+    "TLSv1.3": "TLS 1.3",
+}
+"""Python's names of the TLS versions, as blackbox's ``getTLSVersion`` spells them (any other
+is ``unknown``)."""
+
+# Go's pkix.Name.ToRDNSequence order; String() writes the sequence last to first.
+_GO_NAME_ORDER: Final = (
+    (NameOID.COUNTRY_NAME, "C"),
+    (NameOID.STATE_OR_PROVINCE_NAME, "ST"),
+    (NameOID.LOCALITY_NAME, "L"),
+    (NameOID.STREET_ADDRESS, "STREET"),
+    (NameOID.POSTAL_CODE, "POSTALCODE"),
+    (NameOID.ORGANIZATION_NAME, "O"),
+    (NameOID.ORGANIZATIONAL_UNIT_NAME, "OU"),
+    (NameOID.COMMON_NAME, "CN"),
+    (NameOID.SERIAL_NUMBER, "SERIALNUMBER"),
+)
+_GO_PARSED: Final = frozenset(oid for oid, _ in _GO_NAME_ORDER)
+# encoding/asn1's isPrintable with '*' and '&' allowed, as Marshal uses it for a string.
+_PRINTABLE: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?*&"
+)
+
+
+def _go_escape(value: str) -> str:
+    """RFC 2253 escaping as Go's ``AttributeTypeAndValue`` string does it."""
+    out = []
+    for i, char in enumerate(value):
+        if char in ',+"\\<>;' or (i == 0 and char in " #") or (i == len(value) - 1 and char == " "):
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _der_length(size: int) -> bytes:
+    if size < 0x80:
+        return bytes([size])
+    raw = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def go_name(name: x509.Name) -> str:
+    """A distinguished name as Go's ``pkix.Name.String()`` writes it: the attributes Go
+    parses (C, ST, L, STREET, POSTALCODE, O, OU, CN, SERIALNUMBER) in reverse of that
+    order, then any other attribute as ``oid=#<DER hex>`` of the value as Go re-encodes it,
+    in reverse of their order."""
+    others = [
+        attr for rdn in name.rdns for attr in rdn if attr.oid not in _GO_PARSED
+    ]  # Go puts these first in the sequence, so they come out last
+    parts = []
+    for oid, short in reversed(_GO_NAME_ORDER):
+        values = [str(a.value) for a in name.get_attributes_for_oid(oid)]
+        if values:
+            parts.append("+".join(f"{short}={_go_escape(v)}" for v in values))
+    for attr in reversed(others):
+        value = attr.value if isinstance(attr.value, str) else attr.value.decode()
+        # Go re-marshals the parsed string: PrintableString when it can be one, else UTF8String.
+        tag = 0x13 if all(c in _PRINTABLE for c in value) else 0x0C
+        raw = value.encode()
+        parts.append(
+            f"{attr.oid.dotted_string}=#{(bytes([tag]) + _der_length(len(raw)) + raw).hex()}"
+        )
+    return ",".join(parts)
+
+
+def _dns_names(cert: x509.Certificate) -> str:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ""
+    return ",".join(san.get_values_for_type(x509.DNSName))
+
+
 TLS_METADATA: Final[Mapping[str, MetricMetadata]] = {
     "probe_ssl_earliest_cert_expiry": MetricMetadata(
         MetricType.GAUGE, "Returns last SSL chain expiry in unixtime"
@@ -152,18 +238,33 @@ TLS_METADATA: Final[Mapping[str, MetricMetadata]] = {
     "probe_ssl_last_chain_expiry_timestamp_seconds": MetricMetadata(
         MetricType.GAUGE, "Returns last SSL chain expiry in timestamp"
     ),
-    "probe_tls_version_info": MetricMetadata(MetricType.GAUGE, "Returns the TLS version used"),
+    "probe_ssl_last_chain_info": MetricMetadata(
+        MetricType.GAUGE, "Contains SSL leaf certificate information"
+    ),
+    "probe_tls_version_info": MetricMetadata(
+        MetricType.GAUGE, "Returns the TLS version used or NaN when unknown"
+    ),
 }
 """blackbox_exporter's TLS families, with its help texts."""
 
 
 def tls_samples(chain: PeerChain) -> list[Sample]:
     """blackbox_exporter's TLS samples for one peer chain."""
-    samples = [Sample("probe_tls_version_info", Labels.of(version=chain.version), 1.0)]
+    version = TLS_VERSIONS.get(chain.version, "unknown")
+    samples = [Sample("probe_tls_version_info", Labels.of(version=version), 1.0)]
     if chain.earliest_expiry is not None:
         samples.append(Sample("probe_ssl_earliest_cert_expiry", value=chain.earliest_expiry))
     if chain.last_chain_expiry is not None:
         samples.append(
             Sample("probe_ssl_last_chain_expiry_timestamp_seconds", value=chain.last_chain_expiry)
         )
+    leaf = chain.leaf
+    if leaf is not None:
+        labels = Labels.of(
+            fingerprint_sha256=hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest(),
+            subject=go_name(leaf.subject),
+            issuer=go_name(leaf.issuer),
+            subjectalternative=_dns_names(leaf),
+        )
+        samples.append(Sample("probe_ssl_last_chain_info", labels, 1.0))
     return samples

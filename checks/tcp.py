@@ -3,8 +3,10 @@
 It follows blackbox_exporter's ``tcp`` prober (prober/tcp.go) and reports its sample names:
 ``probe_success``, ``probe_duration_seconds``, ``probe_dns_lookup_time_seconds``,
 ``probe_ip_protocol``, ``probe_ip_addr_hash``, ``probe_failed_due_to_regex`` (always, 0 unless
-an expect failed, as blackbox registers it before dialling), and with TLS
-``probe_ssl_earliest_cert_expiry`` and ``probe_tls_version_info{version}``.
+an expect failed, as blackbox registers it before dialling), and with TLS (from the start or
+after a ``starttls`` step) blackbox's TLS families from :mod:`checks.certs`:
+``probe_ssl_earliest_cert_expiry``, ``probe_ssl_last_chain_expiry_timestamp_seconds``,
+``probe_ssl_last_chain_info`` and ``probe_tls_version_info{version}``.
 
 The probe keeps to a deadline a little inside the check's timeout, so that a target that
 accepts and never answers gives ``probe_success 0`` and a message saying which step it hung
@@ -19,22 +21,22 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
 from checks.base import Check, CheckConfig
+from checks.certs import TLS_METADATA, peer_chain, tls_samples
 from checks.probe import (
     PROBE_FAMILIES,
     IPProtocol,
     ResolveError,
+    TlsClientConfig,
     ip_addr_hash,
     probe_deadline,
     resolve,
 )
-from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
+from monitor.model import CheckResult, MetricMetadata, MetricType, Sample, Status
 from monitor.schema import ConfigModel
 
 __all__ = [
@@ -42,8 +44,6 @@ __all__ = [
     "QueryResponse",
     "TCPCheck",
     "TCPConfig",
-    "TLSOptions",
-    "cert_not_after",
     "split_address",
 ]
 
@@ -52,12 +52,7 @@ TCP_FAMILIES: Final[Mapping[str, MetricMetadata]] = {
     "probe_failed_due_to_regex": MetricMetadata(
         MetricType.GAUGE, "Indicates if probe failed due to regex"
     ),
-    "probe_ssl_earliest_cert_expiry": MetricMetadata(
-        MetricType.GAUGE, "Returns earliest SSL cert expiry date"
-    ),
-    "probe_tls_version_info": MetricMetadata(
-        MetricType.GAUGE, "Returns the TLS version used, or NaN when unknown"
-    ),
+    **TLS_METADATA,
 }
 """blackbox_exporter's families of the tcp prober, with its help texts."""
 
@@ -93,18 +88,6 @@ def _valid_regex(value: str | None) -> str | None:
 Address = Annotated[str, AfterValidator(_valid_address)]
 
 
-class TLSOptions(ConfigModel):
-    """How to verify the server: blackbox's ``tls_config``."""
-
-    ca_file: Path | None = Field(default=None, description="CA certificates (PEM) to trust")
-    server_name: str | None = Field(
-        default=None, description="name to verify and send as SNI; default the address's host"
-    )
-    insecure_skip_verify: bool = False
-    cert_file: Path | None = Field(default=None, description="client certificate (PEM)")
-    key_file: Path | None = Field(default=None, description="client certificate's key (PEM)")
-
-
 class QueryResponse(ConfigModel):
     """One step of the exchange: wait for a line matching ``expect``, then ``send`` a line."""
 
@@ -123,7 +106,7 @@ class TCPConfig(CheckConfig):
     type: Literal["tcp"]
     address: Address = Field(description="host:port to connect to")
     tls: bool = Field(default=False, description="speak TLS from the start")
-    tls_config: TLSOptions = Field(default_factory=TLSOptions)
+    tls_config: TlsClientConfig = Field(default_factory=TlsClientConfig)
     query_response: list[QueryResponse] = Field(default_factory=list)
     preferred_ip_protocol: IPProtocol = "ip6"
     ip_protocol_fallback: bool = True
@@ -152,54 +135,6 @@ def _expand(template: str, match: re.Match[bytes]) -> bytes:
     return re.sub(r"\$\$|\$\{(\w+)\}|\$(\w+)", group, template).encode()
 
 
-# DER tags of the parts of an X.509 certificate this module reads.
-_SEQUENCE, _UTC_TIME, _GENERALIZED_TIME, _EXPLICIT_0 = 0x30, 0x17, 0x18, 0xA0
-
-
-def _der_items(data: bytes) -> list[tuple[int, bytes]]:
-    """The (tag, content) of each DER element in ``data``."""
-    items = []
-    pos = 0
-    while pos < len(data):
-        tag, length = data[pos], data[pos + 1]
-        pos += 2
-        if length & 0x80:
-            size = length & 0x7F
-            length = int.from_bytes(data[pos : pos + size], "big")
-            pos += size
-        items.append((tag, data[pos : pos + length]))
-        pos += length
-    return items
-
-
-def cert_not_after(der: bytes) -> float:
-    """The ``notAfter`` of a DER certificate, in seconds since the epoch."""
-    (tag, certificate), *_ = _der_items(der)
-    (tag, tbs), *_ = _der_items(certificate)
-    fields = _der_items(tbs)
-    if fields[0][0] == _EXPLICIT_0:  # the version, absent in v1 certificates
-        fields = fields[1:]
-    validity = fields[3]  # after serialNumber, signature, issuer
-    if validity[0] != _SEQUENCE:
-        raise ValueError("not an X.509 certificate")
-    _, (tag, text) = _der_items(validity[1])
-    if tag == _UTC_TIME:
-        year = int(text[:2])
-        text = str(year + (1900 if year >= 50 else 2000)).encode() + text[2:]
-    elif tag != _GENERALIZED_TIME:
-        raise ValueError("not an X.509 certificate")
-    stamp = datetime.strptime(text.decode("ascii"), "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
-    return stamp.timestamp()
-
-
-_TLS_VERSIONS: Final = {
-    "TLSv1": "TLS 1.0",
-    "TLSv1.1": "TLS 1.1",
-    "TLSv1.2": "TLS 1.2",
-    "TLSv1.3": "TLS 1.3",
-}
-
-
 class _Failed(Exception):
     """The probe failed at a step; the message says where and why."""
 
@@ -213,11 +148,11 @@ class TCPCheck(Check[TCPConfig]):
         self,
         config: TCPConfig,
         *,
-        ssl_context_factory: Callable[[TLSOptions], ssl.SSLContext] | None = None,
+        ssl_context_factory: Callable[[TlsClientConfig], ssl.SSLContext] = TlsClientConfig.context,
     ) -> None:
         super().__init__(config)
         self._host, self._port = split_address(config.address)
-        self._make_context = ssl_context_factory or _ssl_context
+        self._make_context = ssl_context_factory
         self._context: ssl.SSLContext | None = None
         self._step = ""  # what the probe is doing, to say where it hung
 
@@ -337,39 +272,11 @@ async def _read_until(
 
 
 def _tls_samples(writer: asyncio.StreamWriter, samples: list[Sample]) -> None:
-    """The TLS version and the earliest expiry of the certificates the server sent."""
+    """blackbox's TLS families for the connection's peer, replacing any of an earlier handshake."""
     sslobj: ssl.SSLObject | None = writer.get_extra_info("ssl_object")
     if sslobj is None:
         return
-    version = sslobj.version() or ""
-    samples.append(
-        Sample(
-            "probe_tls_version_info", Labels.of(version=_TLS_VERSIONS.get(version, version)), 1.0
-        )
-    )
-    chain: list[bytes] = []
-    get_chain = getattr(sslobj, "get_unverified_chain", None)  # Python 3.13
-    if get_chain is not None:
-        chain = [cert if isinstance(cert, bytes) else cert.public_bytes() for cert in get_chain()]
-    if not chain:
-        leaf = sslobj.getpeercert(binary_form=True)
-        chain = [leaf] if leaf else []
-    if chain:
-        expiry = min(cert_not_after(der) for der in chain)
-        samples[:] = [s for s in samples if s.name != "probe_ssl_earliest_cert_expiry"]
-        samples.append(Sample("probe_ssl_earliest_cert_expiry", value=expiry))
-
-
-def _ssl_context(options: TLSOptions) -> ssl.SSLContext:
-    """A client context as Go's crypto/tls makes one from blackbox's ``tls_config``."""
-    context = ssl.create_default_context(
-        cafile=str(options.ca_file) if options.ca_file is not None else None
-    )
-    if options.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if options.cert_file is not None:
-        context.load_cert_chain(
-            options.cert_file, options.key_file if options.key_file is not None else None
-        )
-    return context
+    fresh = tls_samples(peer_chain(sslobj))
+    names = {s.name for s in fresh}
+    samples[:] = [s for s in samples if s.name not in names]
+    samples.extend(fresh)

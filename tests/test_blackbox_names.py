@@ -1,4 +1,4 @@
-"""The http, tcp and dns checks side by side with the real blackbox_exporter.
+"""The http, tcp (plain and TLS) and dns checks side by side with the real blackbox_exporter.
 
 Each test probes one local target twice, once through blackbox_exporter's ``/probe`` and
 once with monitord's check run in-process, and compares the families: the same names,
@@ -11,7 +11,11 @@ listed below, each with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
 import socket
+import ssl
 import subprocess
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -21,6 +25,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from checks.dns import DNSCheck, DNSConfig
@@ -38,10 +46,6 @@ BLACKBOX_ONLY: Mapping[str, Mapping[str, str]] = {
         "probe_failed_due_to_regex": (
             "monitord's http check has no fail_if_body/header regexps (it judges by Gatus "
             "conditions), so the family would be a constant 0"
-        ),
-        "probe_ssl_last_chain_info": (
-            "not built yet: leaf fingerprint/subject/issuer/SAN info belongs in checks/certs.py "
-            "with the other TLS families (see the xfail test below)"
         ),
     },
     "tcp": {},
@@ -75,6 +79,8 @@ EXACT = frozenset(
         "probe_http_uncompressed_body_length",
         "probe_ssl_earliest_cert_expiry",
         "probe_ssl_last_chain_expiry_timestamp_seconds",
+        "probe_ssl_last_chain_info",
+        "probe_tls_version_info",
         "probe_dns_query_succeeded",
         "probe_dns_rcode",
         "probe_dns_answer_rrs",
@@ -90,9 +96,6 @@ DURATIONS = frozenset(
         "probe_dns_duration_seconds",
     }
 )
-# Compared by name and label names only, until checks/certs.py spells them as blackbox
-# does (TLS 1.3, not TLSv1.3; "Returns the TLS version used or NaN when unknown").
-LABEL_NAMES_ONLY = frozenset({"probe_tls_version_info"})
 # Durations that are the time to resolve an address literal: blackbox still times its
 # lookup code path, monitord's http check does no lookup and reports 0.
 MAY_BE_ZERO = frozenset({"probe_dns_lookup_time_seconds", "probe_http_duration_seconds"})
@@ -144,10 +147,8 @@ def compare(kind: str, theirs: Families, ours: Families) -> None:
         assert name in ours.series and name not in theirs.series, f"{name} need not be excused"
     assert set(ours.series) - set(extra) == set(theirs.series) - set(skipped)
     for name in sorted(set(ours.series) - set(extra)):
-        assert name in EXACT | DURATIONS | LABEL_NAMES_ONLY, f"{name} is not compared"
+        assert name in EXACT | DURATIONS, f"{name} is not compared"
         assert ours.label_names(name) == theirs.label_names(name), name
-        if name in LABEL_NAMES_ONLY:
-            continue
         assert (ours.types[name], ours.helps[name]) == (theirs.types[name], theirs.helps[name])
         mine, blackbox = ours.series[name], theirs.series[name]
         if name in EXACT:
@@ -166,6 +167,70 @@ def compare(kind: str, theirs: Families, ours: Families) -> None:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@dataclass(frozen=True)
+class Rich:
+    """A self-signed certificate with a many-part name (its own CA) and its files."""
+
+    cert_file: Path
+    key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+@pytest.fixture(scope="module")
+def rich(tmp_path_factory: pytest.TempPathFactory) -> Rich:
+    """Repeated and multi-part attributes, characters Go escapes, a leading '#', a trailing
+    space, an attribute Go does not parse (emailAddress) and two DNS names beside an IP."""
+    tmp = tmp_path_factory.mktemp("rich")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.EMAIL_ADDRESS, "ops@example.org"),
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+            x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "Berlin"),
+            x509.NameAttribute(NameOID.LOCALITY_NAME, "Berlin"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, 'Second, "Org" <x>;y+z'),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Ops"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "#rich host "),
+        ]
+    )
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.DNSName("rich.test"),
+                ]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "rich.pem", tmp / "rich.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return Rich(cert_file, key_file)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -230,7 +295,7 @@ DNS_QUERIES = {"dns_a": "a.test", "dns_two": "two.a.test", "dns_nxdomain": "nope
 
 
 @pytest.fixture(scope="module")
-def blackbox(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[str]:
+def blackbox(tmp_path_factory: pytest.TempPathFactory, pki: PKI, rich: Rich) -> Iterator[str]:
     """blackbox_exporter on a free port with the modules these tests use; yields its URL."""
     program = require_program("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
     tmp = tmp_path_factory.mktemp("blackbox")
@@ -255,10 +320,23 @@ def blackbox(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[str
       preferred_ip_protocol: ip4
       tls_config:
         ca_file: {pki.ca_file}
+  http_rich:
+    prober: http
+    http:
+      preferred_ip_protocol: ip4
+      tls_config:
+        ca_file: {rich.cert_file}
   tcp_connect:
     prober: tcp
     tcp:
       preferred_ip_protocol: ip4
+  tcp_tls:
+    prober: tcp
+    tcp:
+      preferred_ip_protocol: ip4
+      tls: true
+      tls_config:
+        ca_file: {pki.ca_file}
 {dns_modules}"""
     )
     port = free_port()
@@ -302,9 +380,10 @@ async def probe(blackbox: str, module: str, target: str) -> Families:
         return Families.parse(await response.text())
 
 
-@pytest.fixture
-async def https_site(pki: PKI) -> AsyncIterator[str]:
-    """An aiohttp server over TLS with the test CA's leaf for 127.0.0.1; yields its base URL."""
+@contextlib.asynccontextmanager
+async def serve_https(context: ssl.SSLContext) -> AsyncIterator[str]:
+    """An aiohttp server over TLS on 127.0.0.1 with ``/hello`` and ``/moved`` (a redirect to
+    it); yields its base URL."""
 
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="hello from the test")
@@ -318,24 +397,31 @@ async def https_site(pki: PKI) -> AsyncIterator[str]:
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=pki.valid.server_context())
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
         await site.start()
         yield f"https://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
 
 
+@pytest.fixture
+async def https_site(pki: PKI) -> AsyncIterator[str]:
+    """The test CA's leaf for 127.0.0.1 and localhost."""
+    async with serve_https(pki.valid.server_context()) as url:
+        yield url
+
+
 # --- the comparisons ------------------------------------------------------------------------
 
 
-async def run_http(url: str, pki: PKI) -> Families:
+async def run_http(url: str, ca_file: Path) -> Families:
     config = HttpConfig(
         name="web",
         type="http",
         url=url,
         timeout="5s",
         preferred_ip_protocol="ip4",
-        tls={"ca_file": pki.ca_file},
+        tls={"ca_file": ca_file},
     )
     async with HttpCheck(config) as check:
         return Families.of(await check.run())
@@ -352,7 +438,7 @@ async def test_http_families_are_blackboxs(
     blackbox: str, https_site: str, pki: PKI, path: str, status: int, redirects: int
 ) -> None:
     theirs = await probe(blackbox, "http_2xx", https_site + path)
-    ours = await run_http(https_site + path, pki)
+    ours = await run_http(https_site + path, pki.ca_file)
     assert theirs.series["probe_http_status_code"] == {frozenset(): status}
     assert theirs.series["probe_http_redirects"] == {frozenset(): redirects}
     assert theirs.series["probe_success"] == {frozenset(): 1.0}
@@ -361,20 +447,54 @@ async def test_http_families_are_blackboxs(
     compare("http", theirs, ours)
 
 
-@pytest.mark.xfail(
-    reason="checks/certs.py spells the version TLSv1.3 (blackbox: TLS 1.3), its help lacks "
-    "'or NaN when unknown', and probe_ssl_last_chain_info is not built",
-    raises=AssertionError,
-    strict=True,
-)
 async def test_http_tls_families_are_spelt_as_blackbox_spells_them(
     blackbox: str, https_site: str, pki: PKI
 ) -> None:
     theirs = await probe(blackbox, "http_2xx", https_site + "/hello")
-    ours = await run_http(https_site + "/hello", pki)
+    ours = await run_http(https_site + "/hello", pki.ca_file)
     for name in ("probe_tls_version_info", "probe_ssl_last_chain_info"):
         assert ours.series.get(name) == theirs.series[name], name
         assert ours.helps.get(name) == theirs.helps[name], name
+
+
+async def test_a_many_part_name_is_written_as_go_writes_it(blackbox: str, rich: Rich) -> None:
+    async with serve_https(rich.server_context()) as url:
+        theirs = await probe(blackbox, "http_rich", url + "/hello")
+        ours = await run_http(url + "/hello", rich.cert_file)
+    ((labels, _),) = theirs.series["probe_ssl_last_chain_info"].items()
+    assert dict(labels)["subjectalternative"] == "localhost,rich.test"
+    assert dict(labels)["subject"] == (
+        r"CN=\#rich host\ ,OU=Ops,O=Example+O=Second\, \"Org\" \<x\>\;y\+z,L=Berlin,ST=Berlin,"
+        "C=DE,1.2.840.113549.1.9.1=#0c0f6f7073406578616d706c652e6f7267"
+    )
+    assert ours.series["probe_ssl_last_chain_info"] == theirs.series["probe_ssl_last_chain_info"]
+    compare("http", theirs, ours)
+
+
+async def test_tcp_tls_families_are_blackboxs(blackbox: str, pki: PKI) -> None:
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0, ssl=pki.valid.server_context())
+    try:
+        target = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        theirs = await probe(blackbox, "tcp_tls", target)
+        config = TCPConfig(
+            name="port",
+            type="tcp",
+            address=target,
+            timeout="5s",
+            preferred_ip_protocol="ip4",
+            tls=True,
+            tls_config={"ca_file": pki.ca_file},
+        )
+        ours = Families.of(await TCPCheck(config).run())
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert theirs.series["probe_success"] == {frozenset(): 1.0}
+    assert theirs.series["probe_tls_version_info"] == {frozenset({("version", "TLS 1.3")}): 1.0}
+    compare("tcp", theirs, ours)
 
 
 @pytest.mark.parametrize(
