@@ -13,6 +13,16 @@ any), ``fail_if_all_match_regexp`` (if every record matches one of them),
 ``fail_if_not_matches_regexp`` (if any record does not match one of them) and
 ``fail_if_none_matches_regexp`` (if no record matches one of them).
 
+``conditions`` add Gatus's judgement (``checks.conditions``) on top: ``[DNS_RCODE]`` (the
+response code's name, ``NOERROR``), ``[BODY]`` (as Gatus's ``QueryDNS`` makes it: the last
+answer record's value, an address for A/AAAA, the target for CNAME/MX/NS/PTR,
+``target:port`` for SRV, ``query type is not supported yet`` for other types, empty without
+answers), ``[RESPONSE_TIME]`` (ms from the start of the run to the response) and
+``[CONNECTED]`` (an answer came back). A run is CRITICAL when a blackbox rule or a condition
+fails, each failed condition named in the message as Gatus shows it; ``valid_rcodes`` still
+applies, so a condition on another rcode needs that rcode listed there too. A query that
+fails is CRITICAL, unless a condition reads ``[CONNECTED]``: then the conditions decide.
+
 Samples carry blackbox's names and labels (no ``check`` label, as the other probes):
 ``probe_success``, ``probe_duration_seconds``, ``probe_dns_lookup_time_seconds`` (resolving
 the server's own name, near 0 for an address), ``probe_ip_protocol``, ``probe_ip_addr_hash``,
@@ -43,14 +53,22 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 import dns.rrset
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+)
 
 from checks.base import Check, CheckConfig
+from checks.conditions import Condition, ConditionContext, parse_condition
 from checks.probe import DEFAULT_TIMEOUT, PROBE_FAMILIES, ip_addr_hash
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
 from monitor.schema import ConfigModel
 
-__all__ = ["FAMILIES", "DNSCheck", "DNSConfig", "RRValidation"]
+__all__ = ["DNS_PLACEHOLDERS", "FAMILIES", "DNSCheck", "DNSConfig", "RRValidation", "gatus_body"]
 
 QueryType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV", "PTR"]
 
@@ -74,6 +92,24 @@ FAMILIES: Final[Mapping[str, MetricMetadata]] = {
     ),
     "probe_dns_serial": MetricMetadata(MetricType.GAUGE, "Returns the serial number of the zone"),
 }
+
+DNS_PLACEHOLDERS: Final = ("[DNS_RCODE]", "[BODY]", "[RESPONSE_TIME]", "[CONNECTED]")
+"""The placeholders a dns check's conditions may read."""
+
+
+def _condition(value: Any) -> Condition:
+    if isinstance(value, Condition):
+        return value
+    return parse_condition(value, DNS_PLACEHOLDERS)
+
+
+DNSCondition = Annotated[
+    Condition,
+    PlainValidator(_condition),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "examples": ["[DNS_RCODE] == NOERROR"]}),
+]
+"""A Gatus condition on a DNS answer, parsed when the config is loaded."""
 
 _PHASE: Final = {phase: Labels.of(phase=phase) for phase in ("resolve", "connect", "request")}
 
@@ -140,6 +176,7 @@ class DNSConfig(CheckConfig):
     validate_answer_rrs: RRValidation = Field(default_factory=RRValidation)
     validate_authority_rrs: RRValidation = Field(default_factory=RRValidation)
     validate_additional_rrs: RRValidation = Field(default_factory=RRValidation)
+    conditions: tuple[DNSCondition, ...] = ()
 
     @field_validator("valid_rcodes")
     @classmethod
@@ -203,6 +240,7 @@ class DNSCheck(Check[DNSConfig]):
             except (ValueError, dns.exception.SyntaxError):
                 pass  # already a name
         self._qname = name
+        self._reads_connected = any("[CONNECTED]" in c.placeholders for c in config.conditions)
 
     async def run(self) -> CheckResult:
         """Resolve the server, connect, ask, and judge the response."""
@@ -226,7 +264,7 @@ class DNSCheck(Check[DNSConfig]):
             )
             address = await _resolve(host)
         except (OSError, ValueError) as exc:
-            return Status.CRITICAL, f"cannot resolve the server: {exc}"
+            return self._unanswered(f"cannot resolve the server: {exc}")
         resolved = self._monotonic()
         family = dns.inet.af_for_address(address)
         samples += [
@@ -254,16 +292,33 @@ class DNSCheck(Check[DNSConfig]):
                         query, address, left, port, udp_sock=sock
                     )
         except dns.exception.Timeout:
-            return Status.CRITICAL, f"no answer from {address} port {port} within {timeout:g}s"
+            return self._unanswered(f"no answer from {address} port {port} within {timeout:g}s")
         except (OSError, dns.exception.DNSException) as exc:
-            return Status.CRITICAL, f"query to {address} port {port} failed: {exc}"
+            return self._unanswered(f"query to {address} port {port} failed: {exc}")
+        answered = self._monotonic()
         samples[0] = Sample("probe_dns_query_succeeded", value=1.0)
         samples.append(
-            Sample("probe_dns_duration_seconds", _PHASE["request"], self._monotonic() - connected)
+            Sample("probe_dns_duration_seconds", _PHASE["request"], answered - connected)
         )
-        return self._judge(response, samples)
+        return self._judge(response, samples, int((answered - started) * 1000))
 
-    def _judge(self, response: dns.message.Message, samples: list[Sample]) -> tuple[Status, str]:
+    def _failed_conditions(self, context: ConditionContext) -> list[str]:
+        """Each failed condition as Gatus displays it."""
+        results = (c.evaluate(context) for c in self.config.conditions)
+        return [r.display for r in results if not r.success]
+
+    def _unanswered(self, error: str) -> tuple[Status, str]:
+        """No response: CRITICAL, unless the conditions read ``[CONNECTED]`` and all hold."""
+        if not self._reads_connected:
+            return Status.CRITICAL, error
+        failures = self._failed_conditions(ConditionContext(connected=False))
+        if failures:
+            return Status.CRITICAL, "condition failed: " + "; ".join(failures)
+        return Status.OK, f"{error}; all conditions met"
+
+    def _judge(
+        self, response: dns.message.Message, samples: list[Sample], response_ms: int
+    ) -> tuple[Status, str]:
         rcode = response.rcode()
         sections = {
             "answer": _records(response.answer),
@@ -297,8 +352,44 @@ class DNSCheck(Check[DNSConfig]):
             problem = rule.problem(section, sections[section])
             if problem is not None:
                 problems.append(problem)
+        if self.config.conditions:
+            context = ConditionContext(
+                dns_rcode=rcode_text,
+                body=gatus_body(response).encode(),
+                response_time_ms=response_ms,
+                connected=True,
+            )
+            failures = self._failed_conditions(context)
+            if failures:
+                problems.append("condition failed: " + "; ".join(failures))
         status = Status.CRITICAL if problems else Status.OK
         return status, "; ".join([*problems, summary])
+
+
+def _gatus_value(rdata: Any) -> str:
+    rdtype = rdata.rdtype
+    if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+        address = ipaddress.ip_address(rdata.address)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # Go's net.IP prints these as IPv4
+        return str(address)
+    if rdtype in (dns.rdatatype.CNAME, dns.rdatatype.NS, dns.rdatatype.PTR):
+        return str(rdata.target.to_text())
+    if rdtype == dns.rdatatype.MX:
+        return str(rdata.exchange.to_text())
+    if rdtype == dns.rdatatype.SRV:
+        return f"{rdata.target.to_text()}:{rdata.port}"
+    return "query type is not supported yet"
+
+
+def gatus_body(response: dns.message.Message) -> str:
+    """``[BODY]`` of a DNS answer as Gatus's ``QueryDNS`` makes it: the value of the last
+    answer record (see the module docstring), empty without answers."""
+    body = ""
+    for rrset in response.answer:
+        for rdata in rrset:
+            body = _gatus_value(rdata)
+    return body
 
 
 def _records(section: Sequence[dns.rrset.RRset]) -> list[str]:

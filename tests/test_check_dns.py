@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -11,6 +13,8 @@ from typing import Any
 import pytest
 
 from checks.dns import DNSCheck, DNSConfig
+from monitor.config import build_config_model, load_config
+from monitor.errors import ConfigError
 from monitor.model import CheckResult, Labels, Status
 from tests.support import free_port, require_program, wait_for
 
@@ -222,3 +226,175 @@ async def test_system_resolver_is_asked_when_no_server(dnsmasq: int) -> None:
 def test_config_errors(options: dict[str, Any], error: str) -> None:
     with pytest.raises(ValueError, match=error):
         DNSConfig(name="d", type="dns", query_name="a.test", **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "conditions"),
+    [
+        pytest.param(
+            {"query_name": "a.test"},
+            ["[DNS_RCODE] == NOERROR", "[BODY] == 127.0.0.5", "[CONNECTED] == true"],
+            id="an A answer's body is its address",
+        ),
+        pytest.param(
+            {"query_name": "a.test"},
+            ["[BODY] == pat(127.0.0.*)", "[RESPONSE_TIME] < 2000"],
+            id="a glob on the answer and a response time in ms",
+        ),
+        pytest.param(
+            {"query_name": "alias.a.test"},
+            ["[BODY] == 127.0.0.6"],
+            id="a CNAME chain's body is its last record, the address",
+        ),
+        pytest.param(
+            {"query_name": "www.a.test", "query_type": "AAAA"},
+            ["[BODY] == ::6"],
+            id="an AAAA answer's body is its address",
+        ),
+        pytest.param(
+            {"query_name": "a.test", "query_type": "MX"},
+            ["[BODY] == mail.a.test."],
+            id="an MX answer's body is the exchange without its preference",
+        ),
+        pytest.param(
+            {"query_name": "_http._tcp.a.test", "query_type": "SRV"},
+            ["[BODY] == www.a.test.:80"],
+            id="an SRV answer's body is target:port",
+        ),
+        pytest.param(
+            {"query_name": "127.0.0.5", "query_type": "PTR"},
+            ["[BODY] == a.test."],
+            id="a PTR answer's body is its target",
+        ),
+        pytest.param(
+            {"query_name": "a.test", "query_type": "TXT"},
+            ["[BODY] == query type is not supported yet"],
+            id="a TXT answer's body is Gatus's not supported text",
+        ),
+        pytest.param(
+            {"query_name": "nope.test", "valid_rcodes": ["NXDOMAIN"]},
+            ["[DNS_RCODE] == NXDOMAIN", "len([BODY]) == 0"],
+            id="an NXDOMAIN with valid_rcodes listing it and an empty body",
+        ),
+    ],
+)
+async def test_conditions_that_hold_are_ok(
+    dnsmasq: int, options: dict[str, Any], conditions: list[str]
+) -> None:
+    result = await make_check(dnsmasq, conditions=conditions, **options).run()
+    assert result.status is Status.OK, result.message
+    assert value(result, "probe_success") == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "conditions", "message"),
+    [
+        pytest.param(
+            {"query_name": "nope.test", "valid_rcodes": ["NXDOMAIN"]},
+            ["[DNS_RCODE] == NOERROR"],
+            "condition failed: [DNS_RCODE] (NXDOMAIN) == NOERROR; NXDOMAIN, 0 answers",
+            id="a failed rcode condition is shown resolved",
+        ),
+        pytest.param(
+            {"query_name": "a.test"},
+            ["[BODY] == 127.0.0.9", "[DNS_RCODE] == NOERROR", "[BODY] != pat(127.*)"],
+            "condition failed: [BODY] (127.0.0.5) == 127.0.0.9; [BODY] (127.0.0.5) != pat(127.*)"
+            "; NOERROR, 1 answer: 127.0.0.5",
+            id="each failed condition is named, the one that holds is not",
+        ),
+        pytest.param(
+            {"query_name": "nope.test"},
+            ["[DNS_RCODE] == NXDOMAIN"],
+            "rcode NXDOMAIN is not one of NOERROR; NXDOMAIN, 0 answers",
+            id="valid_rcodes still applies beside a condition that holds",
+        ),
+    ],
+)
+async def test_conditions_that_fail_are_critical(
+    dnsmasq: int, options: dict[str, Any], conditions: list[str], message: str
+) -> None:
+    result = await make_check(dnsmasq, conditions=conditions, **options).run()
+    assert result.status is Status.CRITICAL
+    assert result.message == message
+    assert value(result, "probe_success") == 0
+
+
+async def test_the_response_time_condition_is_shown_in_ms(dnsmasq: int) -> None:
+    result = await make_check(
+        dnsmasq, query_name="a.test", conditions=["[RESPONSE_TIME] > 60000"]
+    ).run()
+    assert result.status is Status.CRITICAL
+    prefix, _, rest = result.message.partition("[RESPONSE_TIME] (")
+    assert prefix == "condition failed: "
+    ms = int(rest.partition(")")[0])
+    assert 0 <= ms < 2000
+    assert rest.partition(")")[2] == " > 60000; NOERROR, 1 answer: 127.0.0.5"
+
+
+@pytest.mark.parametrize(
+    ("conditions", "status", "message"),
+    [
+        pytest.param(
+            ["[CONNECTED] == false"],
+            Status.OK,
+            "{error}; all conditions met",
+            id="a server that must be down is OK when nothing answers",
+        ),
+        pytest.param(
+            ["[CONNECTED] == true"],
+            Status.CRITICAL,
+            "condition failed: [CONNECTED] (false) == true",
+            id="a condition on CONNECTED decides instead of the error",
+        ),
+        pytest.param(
+            ["[DNS_RCODE] == NOERROR"],
+            Status.CRITICAL,
+            "{error}",
+            id="without CONNECTED in a condition the error is the message",
+        ),
+    ],
+)
+async def test_conditions_when_nothing_answers(
+    conditions: list[str], status: Status, message: str
+) -> None:
+    port = _free_udp_and_tcp_port()
+    result = await make_check(port, query_name="a.test", timeout="1s", conditions=conditions).run()
+    errors = (
+        f"no answer from 127.0.0.1 port {port} within 1s",
+        f"query to 127.0.0.1 port {port} failed: [Errno 111] Connection refused",
+    )
+    assert result.status is status
+    assert result.message in {message.format(error=e) for e in errors}
+    assert value(result, "probe_dns_query_succeeded") == 0
+
+
+@pytest.mark.parametrize(
+    ("condition", "error"),
+    [
+        pytest.param("[STATUS] == 200", "[STATUS]", id="an HTTP placeholder is not a DNS one"),
+        pytest.param("[DNS_RCOD] == NOERROR", "DNS_RCODE", id="a misspelt placeholder"),
+        pytest.param("[DNS_RCODE] = NOERROR", "no comparison", id="a condition needs an operator"),
+    ],
+)
+def test_a_bad_condition_is_a_config_error_at_its_path(
+    tmp_path: Path, condition: str, error: str
+) -> None:
+    config = tmp_path / "m.yaml"
+    config.write_text(
+        "checks:\n"
+        "  - name: resolver\n"
+        "    type: dns\n"
+        "    query_name: a.test\n"
+        "    conditions:\n"
+        "      - '[DNS_RCODE] == NOERROR'\n"
+        f"      - {json.dumps(condition)}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(config, model=build_config_model({"dns": DNSConfig}))
+    (issue,) = info.value.issues
+    # monitor/config.py puts the union's tag in the path and gives the check's own line.
+    assert re.match(
+        rf"{re.escape(str(config))}:\d+: checks\[0\]\.(dns\.)?conditions\[1\]: ", str(issue)
+    )
+    assert issue.message.startswith(repr(condition)), issue.message
+    assert error in issue.message
