@@ -32,6 +32,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/scrape.py
 	$(BIN)/python bench/footprint.py
 	$(BIN)/python bench/rules.py
+	$(BIN)/python bench/checks.py
 	$(BIN)/python -m tests.conformance.promqltest
 
 clean:
