@@ -1,23 +1,29 @@
 """TLS helpers shared by the ``http``, ``tls`` and ``tcp`` checks: client contexts, peer chains,
 and blackbox_exporter's TLS families.
 
-:class:`RecordingContext` is an :class:`ssl.SSLContext` that remembers every TLS object it
-creates and when, so a check learns when the handshake began (the ``tls`` phase) and reads
-the peer's chains afterwards, whatever library (aiohttp, asyncio streams) drove the
-connection. Chains are read with ``SSLObject.get_verified_chain()`` and
-``get_unverified_chain()`` (public from Python 3.13, private on ``_sslobj`` since 3.10) and
-decoded with ``cryptography``. The samples are blackbox_exporter 0.23's (prober/tls.go): the
-version spelt as ``getTLSVersion`` spells it, the leaf's subject and issuer as Go's
-``pkix.Name.String()`` writes them.
+:class:`RecordingContext` is an :class:`ssl.SSLContext` that tells the task using it about
+every TLS object it creates and when (through :func:`recording_handshakes`), so a check learns
+when the handshake began (the ``tls`` phase) and reads the peer's chains afterwards, whatever
+library (aiohttp, asyncio streams) drove the connection. Contexts are shared: loading the
+system trust store costs about 30 ms of CPU and 0.8 MiB, so :func:`shared_client_context`
+keeps one per distinct setting (and file contents, by mtime and size) for all checks.
+
+Chains are read with ``SSLObject.get_verified_chain()`` and ``get_unverified_chain()`` (public
+from Python 3.13, private on ``_sslobj`` since 3.10) and decoded with ``cryptography``. The
+samples are blackbox_exporter 0.23's (prober/tls.go): the version spelt as ``getTLSVersion``
+spells it, the leaf's subject and issuer as Go's ``pkix.Name.String()`` writes them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,6 +42,8 @@ __all__ = [
     "client_context",
     "go_name",
     "peer_chain",
+    "recording_handshakes",
+    "shared_client_context",
     "tls_samples",
 ]
 
@@ -48,11 +56,34 @@ class Handshake:
     ssl_object: ssl.SSLObject
 
 
-class RecordingContext(ssl.SSLContext):
-    """A client context that keeps every TLS object it wraps, in order, in ``handshakes``."""
+@dataclass(slots=True)
+class HandshakeLog:
+    """The TLS connections one task began, in order, timed by ``clock``."""
 
-    handshakes: list[Handshake]
     clock: Callable[[], float]
+    handshakes: list[Handshake] = field(default_factory=list)
+
+
+_current_log: ContextVar[HandshakeLog | None] = ContextVar("monitord_tls_log", default=None)
+
+
+@contextmanager
+def recording_handshakes(clock: Callable[[], float] = time.monotonic) -> Iterator[HandshakeLog]:
+    """Record, for the current task only, the handshakes any :class:`RecordingContext` begins.
+
+    asyncio starts a handshake in a callback scheduled from the connecting task, so the
+    callback runs in that task's context and sees this log, not another check's.
+    """
+    log = HandshakeLog(clock)
+    token = _current_log.set(log)
+    try:
+        yield log
+    finally:
+        _current_log.reset(token)
+
+
+class RecordingContext(ssl.SSLContext):
+    """A client context that reports each TLS object it wraps to the current task's log."""
 
     def wrap_bio(
         self,
@@ -62,9 +93,11 @@ class RecordingContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLObject:
-        """Wrap as usual, and remember the object and the moment the handshake begins."""
+        """Wrap as usual, and note the object and the moment the handshake begins."""
         obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
-        self.handshakes.append(Handshake(self.clock(), obj))
+        log = _current_log.get()
+        if log is not None:
+            log.handshakes.append(Handshake(log.clock(), obj))
         return obj
 
 
@@ -74,13 +107,10 @@ def client_context(
     ca_file: Path | None = None,
     cert_file: Path | None = None,
     key_file: Path | None = None,
-    clock: Callable[[], float] = time.monotonic,
 ) -> RecordingContext:
-    """A client context: the system's trust store (or ``ca_file``), hostname checking unless
-    ``verify`` is off, and a client certificate when ``cert_file`` is given."""
+    """A new client context: the system's trust store (or ``ca_file``), hostname checking
+    unless ``verify`` is off, and a client certificate when ``cert_file`` is given."""
     context = RecordingContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.handshakes = []
-    context.clock = clock
     if verify:
         if ca_file is not None:
             context.load_verify_locations(cafile=ca_file)
@@ -91,6 +121,42 @@ def client_context(
         context.verify_mode = ssl.CERT_NONE
     if cert_file is not None:
         context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+_FileStamp = tuple[int, int] | None
+_Stamps = tuple[_FileStamp, _FileStamp, _FileStamp]
+_Key = tuple[bool, Path | None, Path | None, Path | None]
+_shared: dict[_Key, tuple[_Stamps, RecordingContext]] = {}
+
+
+def _stamp(path: Path | None) -> _FileStamp:
+    if path is None:
+        return None
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size)
+
+
+def shared_client_context(
+    *,
+    verify: bool = True,
+    ca_file: Path | None = None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+) -> RecordingContext:
+    """:func:`client_context` for these options, built once and shared by every caller.
+
+    The files are checked (mtime and size) on each call, so a renewed certificate or CA
+    bundle is loaded on the next run. A missing file raises ``OSError``, a bad one
+    ``ssl.SSLError``, as :func:`client_context` does.
+    """
+    key = (verify, ca_file, cert_file, key_file)
+    stamps = (_stamp(ca_file) if verify else None, _stamp(cert_file), _stamp(key_file))
+    cached = _shared.get(key)
+    if cached is not None and cached[0] == stamps:
+        return cached[1]
+    context = client_context(verify=verify, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+    _shared[key] = (stamps, context)
     return context
 
 

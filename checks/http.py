@@ -2,7 +2,8 @@
 blackbox_exporter's http prober measures it.
 
 Every run opens a fresh aiohttp session (no pooled connection hides the connect and TLS
-phases). A ``TraceConfig`` and the :class:`checks.certs.RecordingContext` give the phase
+phases). A ``TraceConfig`` and the handshakes the shared :class:`checks.certs.RecordingContext`
+reports to this run (:func:`checks.certs.recording_handshakes`) give the phase
 timings of ``probe_http_duration_seconds{phase}``, summed over redirects as blackbox_exporter
 sums them. The check cuts itself off a little before its timeout (a tenth of it, at most
 0.5 s, as blackbox_exporter's scrape-timeout offset does) so that a hung target still yields
@@ -39,7 +40,14 @@ from pydantic import (
 from yarl import URL
 
 from checks.base import Check, CheckConfig
-from checks.certs import TLS_METADATA, RecordingContext, peer_chain, tls_samples
+from checks.certs import (
+    TLS_METADATA,
+    HandshakeLog,
+    RecordingContext,
+    peer_chain,
+    recording_handshakes,
+    tls_samples,
+)
 from checks.conditions import PLACEHOLDERS, Condition, ConditionContext, parse_condition
 from checks.probe import PROBE_FAMILIES, TlsClientConfig, ip_addr_hash, probe_deadline
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
@@ -186,7 +194,7 @@ class _Timeline:
     """Phase durations of one run, from aiohttp's trace signals and the TLS context."""
 
     clock: Callable[[], float]
-    context: RecordingContext | None
+    tls: HandshakeLog
     phases: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     connection_started: float | None = None
     resolved: float | None = None
@@ -231,8 +239,8 @@ class _Timeline:
         now = self.clock()
         began = self.resolved if self.resolved is not None else now
         tls_started = None
-        if self.context is not None and self.connection_started is not None:
-            starts = [h.started for h in self.context.handshakes]
+        if self.connection_started is not None:
+            starts = [h.started for h in self.tls.handshakes]
             tls_started = next((t for t in reversed(starts) if t >= began), None)
         if tls_started is None:
             self.phases["connect"] += now - began
@@ -296,7 +304,6 @@ class HttpCheck(Check[HttpConfig]):
         super().__init__(config)
         self._clock = clock
         self._wall_clock = wall_clock
-        self._context: RecordingContext | None = None
         self._reads_connected = any("[CONNECTED]" in c.placeholders for c in config.conditions)
 
     async def run(self) -> CheckResult:
@@ -305,44 +312,41 @@ class HttpCheck(Check[HttpConfig]):
         started = self._clock()
         deadline = probe_deadline(config.timeout)
         outcome = _Outcome()
-        timeline = _Timeline(self._clock, None)
         error = ""
         try:
-            timeline.context = self._tls_context()  # a redirect may lead to https
+            context = config.tls.context()  # even for http: a redirect may lead to https
         except OSError as exc:  # ssl.SSLError is one
             message = f"cannot load the TLS files: {exc}"
             samples = (Sample("probe_success", value=0.0),)
             metadata = {"probe_success": HTTP_METADATA["probe_success"]}
             return CheckResult(Status.UNKNOWN, message, samples, metadata=metadata)
-        try:
-            async with asyncio.timeout(deadline):
-                await self._request(timeline, outcome)
-        except TimeoutError:
-            error = f"timed out after {deadline:g}s"
-        except aiohttp.TooManyRedirects:
-            error = f"more than {config.max_redirects} redirects"
-        except _BodyTooLarge:
-            error = f"body larger than body_size_limit ({config.body_size_limit} bytes)"
-        except aiohttp.ClientConnectorCertificateError as exc:
-            error = f"certificate rejected: {exc.certificate_error}"
-        except aiohttp.ClientSSLError as exc:
-            error = f"TLS failed: {exc}"
-        except aiohttp.ClientConnectorError as exc:
-            error = f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc}"
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            error = f"request failed: {exc or type(exc).__name__}"
+        with recording_handshakes(self._clock) as handshakes:
+            timeline = _Timeline(self._clock, handshakes)
+            try:
+                async with asyncio.timeout(deadline):
+                    await self._request(context, timeline, outcome)
+            except TimeoutError:
+                error = f"timed out after {deadline:g}s"
+            except aiohttp.TooManyRedirects:
+                error = f"more than {config.max_redirects} redirects"
+            except _BodyTooLarge:
+                error = f"body larger than body_size_limit ({config.body_size_limit} bytes)"
+            except aiohttp.ClientConnectorCertificateError as exc:
+                error = f"certificate rejected: {exc.certificate_error}"
+            except aiohttp.ClientSSLError as exc:
+                error = f"TLS failed: {exc}"
+            except aiohttp.ClientConnectorError as exc:
+                error = f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc}"
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                error = f"request failed: {exc or type(exc).__name__}"
         duration = self._clock() - started
         if timeline.response_at is not None and outcome.status:
             timeline.phases["transfer"] = max(0.0, (started + duration) - timeline.response_at)
         return self._result(outcome, timeline, error, started, duration)
 
-    def _tls_context(self) -> RecordingContext:
-        if self._context is None:
-            self._context = self.config.tls.context()
-        self._context.handshakes = []
-        return self._context
-
-    async def _request(self, timeline: _Timeline, outcome: _Outcome) -> None:
+    async def _request(
+        self, context: RecordingContext, timeline: _Timeline, outcome: _Outcome
+    ) -> None:
         config = self.config
         family = socket.AF_INET6 if config.preferred_ip_protocol == "ip6" else socket.AF_INET
         resolver = _FamilyResolver(family, config.ip_protocol_fallback)
@@ -350,7 +354,7 @@ class HttpCheck(Check[HttpConfig]):
             resolver=resolver,
             use_dns_cache=False,
             force_close=True,
-            ssl=timeline.context if timeline.context is not None else True,
+            ssl=context,
             socket_factory=timeline.socket,
         )
         headers = dict(config.headers)
@@ -388,10 +392,10 @@ class HttpCheck(Check[HttpConfig]):
             cl = response.content_length
             outcome.content_length = -1 if cl is None else cl
             outcome.ip = timeline.peer
-            context = timeline.context
-            if response.url.scheme == "https" and context is not None and context.handshakes:
+            handshakes = timeline.tls.handshakes
+            if response.url.scheme == "https" and handshakes:
                 outcome.ssl = True
-                chain = peer_chain(context.handshakes[-1].ssl_object)
+                chain = peer_chain(handshakes[-1].ssl_object)
                 outcome.chain_samples = tls_samples(chain)
                 if chain.leaf is not None:
                     outcome.leaf_expiry = chain.leaf.not_valid_after_utc.timestamp()

@@ -20,7 +20,7 @@ from typing import Final, Literal, Self
 
 from pydantic import Field, model_validator
 
-from checks.certs import RecordingContext, client_context
+from checks.certs import RecordingContext, shared_client_context
 from monitor.model import MetricMetadata, MetricType
 from monitor.schema import ConfigModel
 
@@ -145,8 +145,8 @@ class TlsClientConfig(ConfigModel):
         return self
 
     def context(self) -> RecordingContext:
-        """A client context for these options; loading a file may raise ``OSError``/``SSLError``."""
-        return client_context(
+        """The shared context for these options; a bad file raises ``OSError``/``SSLError``."""
+        return shared_client_context(
             verify=not self.insecure_skip_verify,
             ca_file=self.ca_file,
             cert_file=self.cert_file,

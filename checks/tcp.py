@@ -153,7 +153,6 @@ class TCPCheck(Check[TCPConfig]):
         super().__init__(config)
         self._host, self._port = split_address(config.address)
         self._make_context = ssl_context_factory
-        self._context: ssl.SSLContext | None = None
         self._step = ""  # what the probe is doing, to say where it hung
 
     async def run(self) -> CheckResult:
@@ -176,9 +175,7 @@ class TCPCheck(Check[TCPConfig]):
         return CheckResult(status, message, tuple(samples), metadata=metadata)
 
     def _ssl(self) -> ssl.SSLContext:
-        if self._context is None:
-            self._context = self._make_context(self.config.tls_config)
-        return self._context
+        return self._make_context(self.config.tls_config)
 
     async def _probe(self, samples: list[Sample]) -> str:
         self._step = "resolving"

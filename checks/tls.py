@@ -23,7 +23,7 @@ from typing import Final, Literal, Self
 from pydantic import Field, model_validator
 
 from checks.base import Check, CheckConfig
-from checks.certs import TLS_METADATA, PeerChain, RecordingContext, peer_chain, tls_samples
+from checks.certs import TLS_METADATA, PeerChain, peer_chain, tls_samples
 from checks.probe import PROBE_FAMILIES, TlsClientConfig, probe_deadline
 from monitor.model import CheckResult, MetricMetadata, Sample, Status
 from monitor.schema import Duration
@@ -128,7 +128,6 @@ class TlsCheck(Check[TlsConfig]):
         super().__init__(config)
         self._clock = clock
         self._wall_clock = wall_clock
-        self._context: RecordingContext | None = None
 
     async def run(self) -> CheckResult:
         """Connect, STARTTLS if asked, handshake, judge."""
@@ -137,8 +136,7 @@ class TlsCheck(Check[TlsConfig]):
         deadline = probe_deadline(config.timeout)
         where = f"{config.host}:{config.port}"
         try:
-            if self._context is None:
-                self._context = config.tls.context()
+            context = config.tls.context()
         except OSError as exc:  # ssl.SSLError is one
             return self._result(Status.UNKNOWN, f"cannot load the TLS files: {exc}", started)
         chain: PeerChain | None = None
@@ -153,7 +151,7 @@ class TlsCheck(Check[TlsConfig]):
                         await STARTTLS[config.starttls](reader, writer)
                     step = "TLS handshake"
                     name = config.tls.server_name or config.host
-                    await writer.start_tls(self._context, server_hostname=name)
+                    await writer.start_tls(context, server_hostname=name)
                     chain = peer_chain(writer.get_extra_info("ssl_object"))
             except BaseException:
                 if writer is not None:

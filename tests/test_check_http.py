@@ -363,6 +363,35 @@ async def test_a_missing_ca_file_is_unknown(tmp_path: Path) -> None:
     assert result.message.startswith("cannot load the TLS files")
 
 
+async def test_checks_sharing_one_context_each_read_their_own_certificate(
+    serve: Serve, pki: PKI
+) -> None:
+    valid = await serve(make_app(), pki.valid.server_context())
+    expiring = await serve(make_app(), pki.expiring.server_context())
+    tls = {"ca_file": str(pki.ca_file)}
+    checks = [HttpCheck(config(f"{base}/hello", tls=tls)) for base in (valid, expiring) * 10]
+    assert checks[0].config.tls.context() is checks[1].config.tls.context()
+    results = await asyncio.gather(*(check.run() for check in checks))
+    for base, result in zip((valid, expiring) * 10, results, strict=True):
+        leaf = pki.valid if base == valid else pki.expiring
+        assert result.status is Status.OK, result.message
+        assert value(result, "probe_ssl_earliest_cert_expiry") == leaf.not_after.timestamp()
+        assert value(result, "probe_http_duration_seconds", phase="tls") > 0
+
+
+async def test_a_replaced_ca_file_is_loaded_on_the_next_run(
+    serve: Serve, pki: PKI, tmp_path: Path
+) -> None:
+    base = await serve(make_app(), pki.valid.server_context())
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(pki.other_ca_file.read_bytes())
+    check = HttpCheck(config(f"{base}/hello", tls={"ca_file": str(ca_file)}))
+    assert (await check.run()).status is Status.CRITICAL
+    ca_file.write_bytes(pki.ca_file.read_bytes() + b"\n")  # a different size: a new stamp
+    result = await check.run()
+    assert result.status is Status.OK, result.message
+
+
 # --- proxy and address family ---------------------------------------------------------------
 
 
