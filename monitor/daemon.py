@@ -256,14 +256,23 @@ class Daemon:
         return 0
 
     def check_states(self) -> list[CheckState]:
-        """Every scheduled check's kind, interval and last result, for ``/api/v1/health``."""
-        if self.scheduler is None:
+        """Every scheduled check's kind, interval, last result and next run, for
+        ``/api/v1/health``."""
+        scheduler = self.scheduler
+        if scheduler is None:
             return []
         checks = self.config.checks if self.config is not None else []
         intervals = {check.name: check.interval for check in checks}
         return [
-            CheckState(name, kind, intervals.get(name), stats.last_result, stats.last_run)
-            for name, (kind, stats) in self.scheduler.stats().items()
+            CheckState(
+                name,
+                kind,
+                intervals.get(name),
+                stats.last_result,
+                stats.last_run,
+                scheduler.next_run(name),
+            )
+            for name, (kind, stats) in scheduler.stats().items()
         ]
 
     def request_stop(self) -> None:

@@ -465,6 +465,16 @@ class Scheduler:
         """Per check name: its kind and its counters and last result."""
         return {name: (e.check.kind, e.stats) for name, e in self._entries.items()}
 
+    def next_run(self, name: str) -> float | None:
+        """When the check ``name`` is next due (epoch seconds); None if it is not scheduled."""
+        if self._aps is None or name not in self._entries:
+            return None
+        job = self._aps.get_job(name)
+        if job is None or job.next_run_time is None:
+            return None
+        when: datetime = job.next_run_time
+        return when.timestamp()
+
     @property
     def in_flight(self) -> int:
         """How many check runs are going on right now."""

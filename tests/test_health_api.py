@@ -20,8 +20,9 @@ T0 = 1_700_000_000.0
 
 def state(name: str, status: Status | None, message: str = "") -> CheckState:
     if status is None:
-        return CheckState(name, "system", 15.0)
-    return CheckState(name, "system", 15.0, CheckResult(status, message, duration=0.25), T0)
+        return CheckState(name, "system", 15.0, next_run=T0 + 7.5)
+    result = CheckResult(status, message, duration=0.25)
+    return CheckState(name, "system", 15.0, result, T0, T0 + 15)
 
 
 @pytest.mark.parametrize(
@@ -109,6 +110,7 @@ async def test_lists_every_check_sorted_with_counts(make_client: MakeClient) -> 
                     "status": "OK",
                     "message": "ok",
                     "lastRun": "2023-11-14T22:13:20Z",
+                    "nextRun": "2023-11-14T22:13:35Z",
                     "lastDuration": 0.25,
                     "interval": 15.0,
                 },
@@ -118,6 +120,7 @@ async def test_lists_every_check_sorted_with_counts(make_client: MakeClient) -> 
                     "status": "PENDING",
                     "message": "",
                     "lastRun": "0001-01-01T00:00:00Z",
+                    "nextRun": "2023-11-14T22:13:27.5Z",
                     "lastDuration": 0.0,
                     "interval": 15.0,
                 },
@@ -127,6 +130,7 @@ async def test_lists_every_check_sorted_with_counts(make_client: MakeClient) -> 
                     "status": "WARNING",
                     "message": "slow: 2.1s",
                     "lastRun": "2023-11-14T22:13:20Z",
+                    "nextRun": "2023-11-14T22:13:35Z",
                     "lastDuration": 0.25,
                     "interval": 15.0,
                 },

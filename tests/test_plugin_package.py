@@ -18,6 +18,7 @@ import sysconfig
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,13 @@ def test_the_daemon_runs_a_check_kind_from_an_installed_package(
         assert 'monitord_check_up{check="answer",kind="example"} 1.0' in metrics.splitlines()
         status, body = health()
         assert (status, body["data"]["status"]) == (200, "healthy")
-        assert {k: v for k, v in answer().items() if k not in ("lastRun", "lastDuration")} == {
+        times = ("lastRun", "nextRun", "lastDuration")
+        checked = answer()
+        last_run, next_run = (
+            datetime.fromisoformat(checked[k].replace("Z", "+00:00")) for k in times[:2]
+        )
+        assert 0.5 <= (next_run - last_run).total_seconds() <= 1.5  # the interval is 1 s
+        assert {k: v for k, v in checked.items() if k not in times} == {
             "name": "answer",
             "kind": "example",
             "status": "OK",

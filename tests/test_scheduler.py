@@ -303,3 +303,20 @@ async def test_runs_outside_the_schedule_record_no_delay() -> None:
     stats = scheduler.stats()["manual"][1]
     assert stats.runs == 1
     assert sum(stats.delay_counts) == 0
+
+
+async def test_next_run_is_the_next_due_time_of_a_scheduled_check() -> None:
+    scheduler = Scheduler(Store(), start_offset_cap=0)
+    check = RecordingCheck("ticker", FakeConfig(interval=60, timeout=1.0))
+    await scheduler.set_checks([check])
+    assert scheduler.next_run("ticker") is None  # not started
+    await scheduler.start()
+    await asyncio.sleep(0.2)  # the first run, at once
+    next_run = scheduler.next_run("ticker")
+    missing = scheduler.next_run("other")
+    await scheduler.stop()
+
+    assert len(check.starts) == 1
+    assert next_run is not None
+    assert 59 < next_run - time.time() <= 60
+    assert missing is None

@@ -49,6 +49,8 @@ class CheckState:
     """Seconds between runs; None while a reload is replacing the check."""
     result: CheckResult | None = None
     last_run: float | None = None
+    next_run: float | None = None
+    """When the next run is due (epoch seconds); None while not scheduled."""
 
 
 def overall_state(ready: bool, statuses: Sequence[Status | None]) -> str:
@@ -118,6 +120,7 @@ def _check_json(check: CheckState) -> dict[str, Any]:
         "status": PENDING if result is None else result.status.name,
         "message": "" if result is None else result.message,
         "lastRun": format_go_time(check.last_run),
+        "nextRun": format_go_time(check.next_run),
         "lastDuration": 0.0 if result is None else result.duration,
         "interval": check.interval,
     }
