@@ -17,7 +17,7 @@ from typing import Annotated, Final, Literal
 from pydantic import AfterValidator, ByteSize, Field
 
 from checks.base import Check, CheckConfig
-from checks.host import Limits
+from checks.thresholds import Limits
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
 from monitor.schema import ConfigModel, Duration
 

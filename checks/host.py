@@ -2,7 +2,7 @@
 
 Like Monit's ``check system`` and Nagios' check_disk/check_load, a host is covered by
 one check with defaults and no rule written. The figures are read the way the ``system``
-check reads them (its :class:`~checks.system.Host` and parsers, so both agree), and the
+check reads them (its :class:`~checks.procfs.Host` and parsers, so both agree), and the
 check writes only what it derives from them, as ratios under ``monitord_host_*``: the
 ``node_*`` series are the system check's, and two checks writing the same series would
 clash in the store.
@@ -17,10 +17,10 @@ import asyncio
 import os
 from typing import Final, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from checks.base import Check, CheckConfig
-from checks.system import (
+from checks.procfs import (
     FS_TYPES_EXCLUDE,
     MOUNT_POINTS_EXCLUDE,
     Host,
@@ -30,38 +30,16 @@ from checks.system import (
     parse_meminfo,
     parse_mounts,
 )
+from checks.thresholds import Limits
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
-from monitor.schema import ConfigModel
 
 __all__ = [
     "CPULimits",
     "DiskLimits",
     "HostCheck",
     "HostConfig",
-    "Limits",
     "LoadLimits",
 ]
-
-
-class Limits(ConfigModel):
-    """A WARNING and a CRITICAL threshold: the status is the worst one the value exceeds."""
-
-    warning: float | None = Field(default=None, description="WARNING above this")
-    critical: float | None = Field(default=None, description="CRITICAL above this")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Limits:
-        if self.warning is not None and self.critical is not None and self.warning > self.critical:
-            raise ValueError(f"warning {self.warning:g} is above critical {self.critical:g}")
-        return self
-
-    def status(self, value: float) -> Status:
-        """OK, WARNING or CRITICAL for ``value``."""
-        if self.critical is not None and value > self.critical:
-            return Status.CRITICAL
-        if self.warning is not None and value > self.warning:
-            return Status.WARNING
-        return Status.OK
 
 
 class DiskLimits(Limits):

@@ -24,7 +24,7 @@ import psutil
 from pydantic import AfterValidator, ByteSize, Field, model_validator
 
 from checks.base import Check, CheckConfig
-from checks.host import Limits
+from checks.thresholds import Limits
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
 from monitor.schema import ConfigModel
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from checks.host import HostCheck, HostConfig
-from checks.system import Host
+from checks.procfs import Host
 from monitor.model import CheckResult, Labels, Status
 
 MEMINFO = """\

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from checks.system import FAMILIES, parse_meminfo
+from checks.procfs import parse_meminfo
+from checks.system import FAMILIES
 from monitor.cli import main
 from monitor.exporter import ReloadStatus, build_registry
 from monitor.query import selectors

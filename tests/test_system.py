@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from checks.system import (
+from checks.procfs import (
     CPU_MODES,
     DISKSTATS_DEVICE_EXCLUDE,
     FS_TYPES_EXCLUDE,
@@ -30,12 +30,11 @@ from checks.system import (
     Host,
     NameFilter,
     NetCounters,
-    SystemCheck,
-    SystemConfig,
     parse_cpu_times,
     parse_meminfo,
     parse_mounts,
 )
+from checks.system import SystemCheck, SystemConfig
 from monitor.model import CheckResult, MetricType, Status
 from tests.support import free_port, require_program, wait_for
 
