@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hmac
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from monitor.errors import ConfigError, LifecycleError
 from monitor.exporter import render
 from monitor.log import get_logger
 from monitor.web.api import RuleGroupView, RulesAPI
+from monitor.web.auth import unauthorized
 from monitor.web.health import CheckState, HealthAPI
 
 __all__ = ["WebApp", "WebServer"]
@@ -35,6 +35,8 @@ class WebApp:
     token: Callable[[], SecretStr | None] = lambda: None
     rule_groups: Callable[[], Sequence[RuleGroupView]] = lambda: ()
     checks: Callable[[], Sequence[CheckState]] = lambda: ()
+    extra_routes: Sequence[Callable[[web.Application], None]] = ()
+    """More routes to add (the notifications API registers itself through this)."""
 
     def application(self) -> web.Application:
         """The aiohttp application with every route."""
@@ -46,6 +48,8 @@ class WebApp:
         app.router.add_put("/-/reload", self._reload)
         RulesAPI(self.rule_groups).register(app)
         HealthAPI(self.checks, self.is_ready).register(app)
+        for register in self.extra_routes:
+            register(app)
         return app
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -63,12 +67,9 @@ class WebApp:
         return web.Response(status=503, text="Service Unavailable\n")
 
     async def _reload(self, request: web.Request) -> web.Response:
-        token = self.token()
-        if token is not None:
-            given = request.headers.get("Authorization", "")
-            expected = f"Bearer {token.get_secret_value()}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return web.Response(status=401, text="missing or wrong bearer token\n")
+        denied = unauthorized(request, self.token())
+        if denied is not None:
+            return denied
         try:
             await self.reload()
         except ConfigError as exc:
