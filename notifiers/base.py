@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Final, Generic, Literal, Self, TypeVar
 
 import aiohttp
 from pydantic import Field
+from yarl import URL
 
 from monitor.model import Labels
 from monitor.schema import ConfigModel
@@ -30,6 +31,7 @@ __all__ = [
     "PERMANENT_HTTP_STATUSES",
     "Delivery",
     "DeliveryError",
+    "LogEntry",
     "Notification",
     "NotifiedAlert",
     "Notifier",
@@ -38,6 +40,7 @@ __all__ = [
     "check_response",
     "fingerprint",
     "parse_retry_after",
+    "redact_url",
 ]
 
 AlertStatus = Literal["firing", "resolved"]
@@ -175,6 +178,30 @@ class Notification:
     def dumps(self) -> str:
         """:meth:`to_json` as a compact JSON string."""
         return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """What the notification log remembers of the last notification of one aggregation group
+    to one integration (Alertmanager's ``nflogpb.Entry``): the fingerprints of the alerts
+    that were firing and resolved in it, and when it was sent."""
+
+    firing: frozenset[str]
+    resolved: frozenset[str]
+    timestamp: float
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs and errors: scheme, host and port only; the path, query and
+    credentials may hold a token (Slack's and many webhooks' do)."""
+    try:
+        parsed = URL(url)
+    except (TypeError, ValueError):
+        return "<redacted>"
+    if not parsed.scheme or not parsed.host:
+        return "<redacted>"
+    port = f":{parsed.explicit_port}" if parsed.explicit_port is not None else ""
+    return f"{parsed.scheme}://{parsed.host}{port}/<redacted>"
 
 
 @dataclass(frozen=True, slots=True)
