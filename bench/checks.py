@@ -15,9 +15,9 @@ Four processes on free ports of 127.0.0.1, all at once:
   ``prometheus-blackbox-exporter`` (module ``http_2xx``), targets relabelled to
   ``/probe?target=...`` as blackbox_exporter's README shows.
 
-After the warm-up (90 s by default: each http check builds its TLS client context on its
-first run, about 30 ms of CPU each, and with 1,000 checks due in their first 10 s the
-backlog takes about a minute to clear) the window opens. CPU is utime+stime of every thread from
+After the warm-up (90 s by default; it used to hide the first minute's backlog when each
+http check built its own TLS client context, and the warm-up's own delays are printed so
+the start can be judged too) the window opens. CPU is utime+stime of every thread from
 /proc/PID/stat at the window's start and end, as a percentage of one core over the
 window's wall time; VmRSS is read from /proc/PID/status every second (reported: the
 end and the maximum). The scheduling delay (due time to the run getting its slot) comes
