@@ -171,6 +171,7 @@ class Daemon:
             grace_period=round(evaluation.for_grace_period * 1000),
             default_query_offset=round(evaluation.query_offset * 1000),
             external_labels=dict(config.global_.external_labels),
+            external_url=config.server.effective_external_url,
             on_arrival=evaluation.on_arrival,
         )
 

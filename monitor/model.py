@@ -203,6 +203,8 @@ class Alert:
     keep_firing_since: int | None = None
     last_sent_at: int | None = None
     valid_until: int | None = None
+    generator_url: str = ""
+    """Where the rule's expression can be seen (Prometheus' ``GeneratorURL``); set on sending."""
 
     @property
     def starts_at(self) -> int | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -41,6 +42,7 @@ __all__ = [
     "ManagerOptions",
     "RuleManager",
     "SelectorsFunc",
+    "generator_url",
 ]
 
 log = get_logger("rules.manager")
@@ -87,6 +89,8 @@ class ManagerOptions:
     grace_period: int = 600_000
     default_query_offset: int = 0
     external_labels: Mapping[str, str] = field(default_factory=dict)
+    external_url: str = ""
+    """The base of the alerts' generator URLs (``server.external_url``)."""
     on_arrival: bool = True
     arrival_window: float = 0.02
     """Seconds after an on-arrival evaluation during which more arrivals wait and coalesce:
@@ -382,10 +386,15 @@ class RuleManager:
         if self.sink is None:
             return
         external = self.options.external_labels
-        if external:
-            alerts = [
-                dataclasses.replace(a, labels=_with_external(a.labels, external)) for a in alerts
-            ]
+        link = generator_url(self.options.external_url, expr)
+        alerts = [
+            dataclasses.replace(
+                a,
+                labels=_with_external(a.labels, external) if external else a.labels,
+                generator_url=link,
+            )
+            for a in alerts
+        ]
         try:
             self.sink.send(alerts)
         except Exception:
@@ -442,3 +451,9 @@ def _with_external(labels: Labels, external: Mapping[str, str]) -> Labels:
     """Add external labels an alert does not have (Prometheus' notifier does the same)."""
     missing = {k: v for k, v in external.items() if not labels.get(k)}
     return labels.merge(missing) if missing else labels
+
+
+def generator_url(external_url: str, expr: str) -> str:
+    """Prometheus' generator URL of an alert: the expression's table view on the server."""
+    query = urllib.parse.quote_plus(expr)
+    return f"{external_url.rstrip('/')}/graph?g0.expr={query}&g0.tab=1"

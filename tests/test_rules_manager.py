@@ -188,6 +188,18 @@ def test_alerts_are_handed_over_with_external_labels_that_they_lack() -> None:
     assert (sent.starts_at, sent.ends_at) == (T0, T0 + 4 * M)
 
 
+def test_alerts_are_handed_over_with_prometheus_generator_url() -> None:
+    store, clock = Store(), Clock()
+    options = ManagerOptions(external_url="http://mon.example:9090/")
+    manager, _, sink = make_manager(store, clock, options=options)
+    group = Group("g", "f.yml", 15 * S, [down_rule()])
+    manager.update([group])
+    up(store, T0 - S)
+    manager.evaluate(group.key, T0)
+    ((sent,),) = sink.batches
+    assert sent.generator_url == "http://mon.example:9090/graph?g0.expr=up+%3D%3D+0&g0.tab=1"
+
+
 # --- restarts -----------------------------------------------------------------------------------
 
 
