@@ -183,7 +183,9 @@ class OutboxEntry:
 class Outbox:
     """The outbox and notification-log tables in one SQLite file (None: in memory).
 
-    Meant for the event loop's thread: every call is a short, blocking SQLite statement.
+    Meant for the event loop's thread: every call is a short, blocking SQLite statement;
+    ``timeout`` is how long a write waits for another connection's lock on the file.
+    ``retention`` is how long :meth:`gc` keeps notification-log entries.
     """
 
     def __init__(
@@ -515,6 +517,7 @@ class Deliverer:
         self._runner = asyncio.get_running_loop().create_task(
             self._run(), name="notification deliverer"
         )
+        self._runner.add_done_callback(_report_crash)
 
     def wake(self) -> None:
         """Look for new entries now; call after :meth:`Outbox.enqueue`."""
@@ -722,6 +725,11 @@ class Deliverer:
         )
         self._done_with(entry)
         self._count(entry, "expired")
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.critical("notification delivery stopped: %s", exc, exc_info=exc)
 
 
 class OutboxCollector(Collector):

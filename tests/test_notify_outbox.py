@@ -391,6 +391,32 @@ async def test_an_unexpected_exception_is_retried_and_logged_with_its_class(
     assert any("RuntimeError: template blew up" in w for w in warnings)
 
 
+async def test_an_attempt_without_an_answer_is_cut_at_the_timeout_and_retried(
+    make_receiver: MakeReceiver,
+    make_deliverer: MakeDeliverer,
+    session: aiohttp.ClientSession,
+    outbox: Outbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def hang_once(request: Request) -> web.Response:
+        if len(receiver.requests) == 1:
+            await receiver.release.wait()
+        return web.Response(status=200)
+
+    receiver = await make_receiver(hang_once)
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        deliverer = make_deliverer(
+            outbox, {("ops", "testhook", 0): hook(session, receiver.url())}, timeout=0.3
+        )
+        outbox.enqueue("ops", "testhook", 0, notification(), None)
+        deliverer.wake()
+        await until(lambda: deliverer.stats.count("ops", "testhook", "delivered") == 1)
+    assert len(receiver.requests) == 2
+    assert deliverer.stats.count("ops", "testhook", "failed") == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("no answer within 0.3 s" in w for w in warnings)
+
+
 # --- ordering and concurrency ---------------------------------------------------------------
 
 
