@@ -38,7 +38,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Final, Literal, Self
 
 import aiohttp
-import jinja2
 from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
@@ -289,7 +288,7 @@ class SlackNotifier(Notifier[SlackConfig]):
                 extra = {"title": fields["title"], "title_link": fields["title_link"]}
             try:
                 rendered = templates.render(getattr(self.config, name), notification, **extra)
-            except jinja2.TemplateError as exc:
+            except Exception as exc:  # a template may raise anything (a filter on bad input)
                 raise DeliveryError(
                     f"{self._where}: template {name}: {exc}", retryable=False
                 ) from exc
