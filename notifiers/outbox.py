@@ -300,6 +300,18 @@ class Outbox:
             ),
         )
 
+    def record(self, group_key: str, receiver: str, integration: str, entry: LogEntry) -> None:
+        """Write the notification log's entry for a flush that sent nothing (every alert
+        resolved and the integration does not send resolved ones), as Alertmanager's
+        SetNotifiesStage does, so the log forgets the firing alerts."""
+        db = self._db
+
+        def write() -> None:
+            with db:
+                self._write_log(db, group_key, receiver, integration, entry)
+
+        self._translated("write the notification log", write)
+
     def log_entry(self, group_key: str, receiver: str, integration: str) -> LogEntry | None:
         """The notification log's entry for a group and an integration (``webhook[0]``)."""
         db = self._db

@@ -575,6 +575,16 @@ def test_the_notification_log_entry_is_written_with_the_enqueue_and_read_after_r
         assert box.log_entry("g", "ops", "webhook[0]") == second
 
 
+def test_a_log_entry_is_recorded_without_a_notification(tmp_path: Path) -> None:
+    db = tmp_path / "monitord.db"
+    entry = LogEntry(frozenset(), frozenset({"a1"}), 3_000.0)
+    with Outbox(db) as box:
+        box.record("g", "ops", "slack[0]", entry)
+        assert box.count() == 0
+    with Outbox(db) as box:
+        assert box.log_entry("g", "ops", "slack[0]") == entry
+
+
 def test_gc_purges_log_entries_older_than_the_retention() -> None:
     now = 1_000_000.0
     with Outbox(None, clock=lambda: now, retention=120 * 3600) as box:
