@@ -284,6 +284,10 @@ class SilenceStore:
         except (sqlite3.Error, OSError) as exc:
             raise SilenceStoreError(self._where(), action, str(exc)) from exc
 
+    def now(self) -> float:
+        """The time by the store's clock, in epoch seconds."""
+        return self._clock()
+
     def close(self) -> None:
         """Close the database connection; the store cannot be used afterwards."""
         with self._lock:
