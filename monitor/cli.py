@@ -5,16 +5,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
+import getpass
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 import monitor
-from monitor.config import build_config_model, config_json_schema, load_config, rule_file_paths
-from monitor.daemon import Daemon, check_registry
+from monitor.config import (
+    DEFAULT_LISTEN,
+    config_json_schema,
+    load_config,
+    rule_file_paths,
+    split_host_port,
+)
+from monitor.daemon import Daemon, check_registry, config_model, load_templates, notifier_registry
 from monitor.errors import ConfigError, PluginError
 from monitor.log import LEVELS, setup_logging
+from monitor.schema import parse_duration
+from notifiers import admin
 from rules.files import check_rule_files, find_duplicate_rules, load_rule_file
 from rules.packs import RulePack, rule_pack_files, rule_packs
 from rules.templates import TemplateExpander
@@ -78,6 +90,34 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("config-schema", help="print the JSON Schema of the config file")
+
+    api = argparse.ArgumentParser(add_help=False)
+    api.add_argument(
+        "--url",
+        help="the monitord to talk to (default: from --config's server.listen, else "
+        f"$MONITORD_URL, else http://{DEFAULT_LISTEN})",
+    )
+    api.add_argument("-c", "--config", metavar="FILE", help="read the URL and token from it")
+    api.add_argument("--token-file", metavar="FILE", help="bearer token (default: the config's)")
+
+    silence = commands.add_parser("silence", help="add, list and expire silences")
+    verbs = silence.add_subparsers(dest="verb", required=True, metavar="VERB")
+    add = verbs.add_parser("add", parents=[api], help="silence alerts matching the matchers")
+    add.add_argument("matchers", nargs="+", metavar="MATCHER", help='like alertname="Down"')
+    add.add_argument("-d", "--duration", default="1h", help="how long (default 1h)")
+    add.add_argument("--comment", required=True, help="why")
+    add.add_argument("-a", "--author", default=getpass.getuser(), help="who (default: you)")
+    ls = verbs.add_parser("ls", aliases=["query"], parents=[api], help="list silences")
+    ls.add_argument("-q", "--quiet", action="store_true", help="only the IDs")
+    ls.add_argument("--expired", action="store_true", help="the expired ones instead")
+    ls.add_argument("--json", action="store_true", help="the API's JSON")
+    expire = verbs.add_parser("expire", parents=[api], help="end silences now")
+    expire.add_argument("ids", nargs="+", metavar="ID")
+
+    alerts = commands.add_parser(
+        "alerts", parents=[api], help="list active alerts, silenced and inhibited ones marked"
+    )
+    alerts.add_argument("--json", action="store_true", help="the API's JSON")
     return parser
 
 
@@ -108,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _rule_packs(chosen, args.paths, sys.stdout, sys.stderr)
     if args.command == "config-schema":
         return _config_schema(sys.stdout, sys.stderr)
+    if args.command in ("silence", "alerts"):
+        return _admin(parser, args)
     raise AssertionError(args.command)  # argparse rejects unknown commands
 
 
@@ -121,10 +163,58 @@ def _run(config: str, level: str, fmt: str) -> int:
         return EXIT_CONFIG
 
 
+def _admin(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``silence ...`` and ``alerts``, against the daemon's API."""
+    try:
+        client = _client(args)
+        if args.command == "alerts":
+            return admin.alerts_list(client, as_json=args.json, out=sys.stdout)
+        if args.verb == "add":
+            try:
+                duration = parse_duration(args.duration)
+            except ValueError as exc:
+                parser.error(f"--duration: {exc}")
+            return admin.silence_add(
+                client,
+                args.matchers,
+                duration=duration,
+                comment=args.comment,
+                author=args.author,
+                now=time.time(),
+                out=sys.stdout,
+            )
+        if args.verb in ("ls", "query"):
+            return admin.silence_ls(
+                client, quiet=args.quiet, as_json=args.json, expired=args.expired, out=sys.stdout
+            )
+        return admin.silence_expire(client, args.ids, sys.stdout)
+    except admin.ApiError as exc:
+        print(f"monitord: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ConfigError as exc:
+        print(f"monitord: invalid config:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _client(args: argparse.Namespace) -> admin.Client:
+    url, token = args.url, None
+    if args.config is not None:
+        config = load_config(args.config, model=config_model(check_registry(), notifier_registry()))
+        if url is None:
+            host, port = split_host_port(config.server.listen)
+            host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+            url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        secret = config.server.token
+        token = secret.get_secret_value() if secret is not None else None
+    if args.token_file is not None:
+        token = Path(args.token_file).read_text(encoding="utf-8").strip()
+    url = url or os.environ.get("MONITORD_URL") or f"http://{DEFAULT_LISTEN}"
+    return admin.Client(url, token)
+
+
 def _check_config(files: Sequence[str], out: TextIO, err: TextIO) -> int:
     try:
-        registry = check_registry()
-        model = build_config_model(registry.config_models())
+        model = config_model(check_registry(), notifier_registry())
     except PluginError as exc:
         print(f"monitord: {exc}", file=err)
         return EXIT_FAILURE
@@ -134,6 +224,7 @@ def _check_config(files: Sequence[str], out: TextIO, err: TextIO) -> int:
             config = load_config(
                 file, model=model, check_rule_files=check_rule_files, packs=rule_pack_files()
             )
+            load_templates(config, Path(file))
         except ConfigError as exc:
             print(exc, file=err)
             print(f"{file}: FAILED ({len(exc.issues)} errors)", file=err)
@@ -142,6 +233,8 @@ def _check_config(files: Sequence[str], out: TextIO, err: TextIO) -> int:
         kinds = {check.type for check in config.checks}
         rule_files = len(rule_file_paths(config))
         extra = f", {rule_files} rule files" if rule_files else ""
+        if config.alerting is not None:
+            extra += f", {len(config.alerting.receivers)} receivers"
         print(
             f"{file}: OK ({len(config.checks)} checks of kinds "
             f"{', '.join(sorted(kinds)) or '-'}{extra})",
@@ -208,7 +301,7 @@ def _rule_packs(packs: Sequence[RulePack], paths_only: bool, out: TextIO, err: T
 
 def _config_schema(out: TextIO, err: TextIO) -> int:
     try:
-        model = build_config_model(check_registry().config_models())
+        model = config_model(check_registry(), notifier_registry())
     except PluginError as exc:
         print(f"monitord: {exc}", file=err)
         return EXIT_FAILURE

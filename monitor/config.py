@@ -217,6 +217,11 @@ class Config(ConfigModel):
         "loaded like rule_files",
     )
     rule_evaluation: RuleEvaluationConfig = Field(default_factory=RuleEvaluationConfig)
+    alerting: Any = Field(
+        default=None,
+        description="routing, receivers, inhibition and silences, as alertmanager.yml; "
+        "typed by build_config_model",
+    )
 
 
 def _check_tag(value: Any) -> str | None:
@@ -227,10 +232,19 @@ def _check_tag(value: Any) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def build_config_model(check_models: Mapping[str, type[ConfigModel]]) -> type[Config]:
-    """The Config model whose ``checks`` accept exactly the given check kinds."""
+def build_config_model(
+    check_models: Mapping[str, type[ConfigModel]], alerting_model: type[ConfigModel] | None = None
+) -> type[Config]:
+    """The Config model whose ``checks`` accept exactly the given check kinds, and whose
+    ``alerting`` section is ``alerting_model`` (built by the notifiers from their kinds)."""
+    extra: dict[str, Any] = {}
+    if alerting_model is not None:
+        extra["alerting"] = (
+            alerting_model | None,
+            Field(default=None, description="routing, receivers, inhibition, as alertmanager.yml"),
+        )
     if not check_models:
-        return Config
+        return create_model("Config", __base__=Config, **extra) if extra else Config
     members = tuple(Annotated[model, Tag(kind)] for kind, model in sorted(check_models.items()))
     check_union = Annotated[
         Union[members],  # type: ignore[valid-type]  # noqa: UP007 - built at run time
@@ -242,6 +256,7 @@ def build_config_model(check_models: Mapping[str, type[ConfigModel]]) -> type[Co
         "Config",
         __base__=Config,
         checks=(tuple[check_union, ...], Field(default=(), description="probes and collectors")),
+        **extra,
     )
     return model
 

@@ -25,6 +25,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from notifiers.api import SilencesAPI
+from pydantic import SecretStr
+
 from checks.base import Check
 from monitor.config import Config, build_config_model, load_config, rule_file_paths
 from monitor.errors import ConfigError, ConfigIssue, LifecycleError, PluginError
@@ -38,6 +41,11 @@ from monitor.store import Store
 from monitor.systemd import SystemdNotifier
 from monitor.web import WebApp, WebServer
 from monitor.web.health import CheckState
+from notifiers.base import Notifier
+from notifiers.config import build_alerting_model
+from notifiers.outbox import OutboxCollector
+from notifiers.pipeline import NotificationPipeline, PipelineSettings
+from notifiers.templates import TemplateLoadError, Templates
 from rules.alerting import ForState
 from rules.files import check_rule_files, load_rule_file
 from rules.group import Group, build_group
@@ -63,6 +71,9 @@ log = get_logger("daemon")
 STOP_GRACE = 8.0
 """Seconds in-flight checks get to finish on shutdown (systemd's stop timeout is longer)."""
 
+NOTIFY_GRACE = 5.0
+"""Seconds deliveries in flight get to finish on shutdown; the rest stay in the outbox."""
+
 GC_INTERVAL = 60.0
 
 STATE_SAVE_INTERVAL = 30.0
@@ -80,6 +91,29 @@ def check_registry() -> PluginRegistry[Check[Any]]:
     return PluginRegistry[Check[Any]]("monitord.checks", Check)
 
 
+def notifier_registry() -> PluginRegistry[Notifier[Any]]:
+    """The receiver kinds installed (entry-point group ``monitord.notifiers``)."""
+    return PluginRegistry[Notifier[Any]]("monitord.notifiers", Notifier)
+
+
+def config_model(
+    checks: PluginRegistry[Check[Any]], notifiers: PluginRegistry[Notifier[Any]]
+) -> type[Config]:
+    """The config model for the installed check and receiver kinds; raises PluginError."""
+    alerting = build_alerting_model(notifiers.config_models())
+    return build_config_model(checks.config_models(), alerting)
+
+
+def load_templates(config: Config, config_path: Path) -> Templates:
+    """The ``alerting.templates`` files, compiled; a broken one is a ConfigError."""
+    patterns = config.alerting.templates if config.alerting is not None else ()
+    try:
+        return Templates.load(patterns, config_path.parent)
+    except TemplateLoadError as exc:
+        issue = ConfigIssue(str(config_path), None, "alerting.templates", str(exc))
+        raise ConfigError([issue]) from None
+
+
 class Daemon:
     """One monitord process: owns the store, scheduler and web server for its lifetime."""
 
@@ -91,12 +125,14 @@ class Daemon:
         notifier: SystemdNotifier | None = None,
         clock: Callable[[], float] = time.time,
         checks: PluginRegistry[Check[Any]] | None = None,
+        notifiers: PluginRegistry[Notifier[Any]] | None = None,
     ) -> None:
         self.config_path = Path(config_path)
         self._environ = environ
         self._notifier = notifier if notifier is not None else SystemdNotifier(environ)
         self._clock = clock
         self._kinds = checks if checks is not None else check_registry()
+        self._notifier_kinds = notifiers if notifiers is not None else notifier_registry()
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -111,6 +147,8 @@ class Daemon:
         self._self_scrape_interval: float | None = None
         self.web: WebServer | None = None
         self._alert_state: AlertStateStore | None = None
+        self.notifications: NotificationPipeline | None = None
+        self._loaded_templates = Templates()
         self._query: QueryFunc | None = None
         self._expander = TemplateExpander(query=self._template_query)
 
@@ -119,7 +157,7 @@ class Daemon:
     def load(self) -> tuple[Config, list[Check[Any]]]:
         """Validate the config file and build its checks, changing nothing that runs."""
         try:
-            model = build_config_model(self._kinds.config_models())
+            model = config_model(self._kinds, self._notifier_kinds)
         except PluginError as exc:
             raise ConfigError([ConfigIssue(str(self.config_path), None, "", str(exc))]) from exc
         config = load_config(
@@ -129,8 +167,18 @@ class Daemon:
             check_rule_files=check_rule_files,
             packs=rule_pack_files(),
         )
+        self._loaded_templates = load_templates(config, self.config_path)
         checks = [self._kinds.get(c.type)(c) for c in config.checks]
         return config, checks
+
+    def _pipeline_settings(self, config: Config) -> PipelineSettings:
+        return PipelineSettings(
+            alerting=config.alerting,
+            templates=self._loaded_templates,
+            external_url=config.server.effective_external_url,
+            external_labels=dict(config.global_.external_labels),
+            resend_delay=config.rule_evaluation.resend_delay,
+        )
 
     def load_rules(self, config: Config) -> list[Group]:
         """Build the rule groups of ``config``'s rule files; ConfigError lists every issue."""
@@ -206,6 +254,11 @@ class Daemon:
         )
         rules.update(groups)
         self.scheduler.on_write = rules.samples_written
+        pipeline = self.notifications = NotificationPipeline(
+            self._notifier_kinds, config.state_dir / STATE_DB, clock=self._clock
+        )
+        await pipeline.start(self._pipeline_settings(config))
+        rules.sink = pipeline
         self_scrape = self.self_scrape = SelfScrape(
             self.scheduler.write, self.store.set_metadata, clock=self._clock
         )
@@ -217,13 +270,17 @@ class Daemon:
             self_scrape=self_scrape,
         )
         registry.register(self_scrape.add(RuleCollector(rules.groups)))
+        assert pipeline.deliverer is not None and pipeline.silences is not None
+        registry.register(self_scrape.add(OutboxCollector(pipeline.deliverer)))
+        token = self._token
         app = WebApp(
             registry=registry,
             reload=self.reload,
             is_ready=lambda: self._ready,
-            token=lambda: self.config.server.token if self.config else None,
+            token=token,
             rule_groups=rules.groups,
             checks=self.check_states,
+            extra_routes=(SilencesAPI(pipeline.silences, token).register, pipeline.register),
         )
         self.web = WebServer(app, config.server.listen)
         try:
@@ -255,6 +312,9 @@ class Daemon:
         finally:
             await self._shutdown()
         return 0
+
+    def _token(self) -> SecretStr | None:
+        return self.config.server.token if self.config is not None else None
 
     def check_states(self) -> list[CheckState]:
         """Every scheduled check's kind, interval, last result and next run, for
@@ -290,6 +350,8 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.rules is not None:
             await self.rules.stop()
+        if self.notifications is not None:
+            await self.notifications.stop(grace=NOTIFY_GRACE)
         if self.scheduler is not None:
             self.scheduler.remove_job(SELF_SCRAPE_JOB)
             with contextlib.suppress(LifecycleError):
@@ -407,6 +469,8 @@ class Daemon:
                 await self.scheduler.set_checks(checks)
                 if self.engine is not None:
                     self.engine.default_subquery_step = config.global_.evaluation_interval
+                if self.notifications is not None:
+                    await self.notifications.apply(self._pipeline_settings(config))
                 if self.rules is not None:
                     self.rules.configure(self._rule_options(config))
                     self.rules.update(groups)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import free_port, require_program, wait_for
 
@@ -77,11 +78,13 @@ class Running:
             f"no {until!r} notification within {timeout}s; got {got}; log:\n" + self.log.read_text()
         )
 
-    def metric(self, name: str) -> float | None:
+    def metric(self, name: str, **labels: str) -> float | None:
+        """The first sample of ``name`` whose labels include ``labels``; None if none."""
         _, _, body = self.get("/metrics")
-        for line in body.splitlines():
-            if line.startswith((name + " ", name + "{")):
-                return float(line.rsplit(" ", 1)[1])
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    return float(sample.value)
         return None
 
 
