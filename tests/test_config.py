@@ -266,6 +266,30 @@ def test_the_example_configs_commented_checks_are_valid_once_uncommented(
         assert kind in kinds
 
 
+def test_the_example_configs_commented_alerting_section_is_valid_once_uncommented(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = Path(__file__).parent.parent / "config.example.yaml"
+    lines, in_alerting = [], False
+    for line in example.read_text().splitlines():
+        if line == "# alerting:":
+            in_alerting = True
+        elif not line.startswith("#   ") and line != "# alerting:":
+            in_alerting = False
+        if in_alerting:
+            line = line[2:]
+        lines.append(line)
+    for secret in ("slack-url", "smtp-password", "pagerduty-key"):
+        path = tmp_path / secret
+        path.write_text("https://hooks.example.org/x\n" if secret == "slack-url" else "s3cret\n")
+    text = "\n".join(lines).replace("/etc/monitord/", f"{tmp_path}/") + "\n"
+    uncommented = tmp_path / "config.yaml"
+    uncommented.write_text(text)
+    assert "\nalerting:\n" in text
+    assert main(["check-config", str(uncommented)]) == 0, capsys.readouterr().err
+    assert "2 receivers" in capsys.readouterr().out
+
+
 def test_config_schema_is_json_schema_of_the_same_models(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
