@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import free_port, wait_for
+from tests.support import free_port, require_program, wait_for
 from tests.test_daemon import Running, start_daemon
 
 __all__ = ["start_daemon"]  # the fixture, used by name
@@ -265,3 +267,104 @@ def test_a_400_is_not_retried(
     )
     log = daemon.log.read_text()
     assert "HTTP 400" in log and "/alerts" not in log  # the URL's path is redacted
+
+
+AM_CONFIG = """
+server:
+  listen: 127.0.0.1:{{port}}
+state_dir: {{state}}
+global:
+  evaluation_interval: 15s
+  external_labels:
+    dc: lab
+checks:
+  - name: target
+    type: tcp
+    address: 127.0.0.1:{target}
+    interval: 1s
+    timeout: 900ms
+rule_files: [rules.yml]
+alerting:
+  route:
+    receiver: am
+    group_wait: 0s
+  receivers:
+    - name: am
+      alertmanager_configs:
+        - urls: ["{am}"]
+"""
+
+
+@pytest.fixture
+def real_alertmanager(tmp_path: Path) -> Iterator[str]:
+    """The Debian Alertmanager on a free loopback port, clustering off; its base URL."""
+    binary = require_program("prometheus-alertmanager", "prometheus-alertmanager")
+    am_config = "route: {receiver: blackhole}\nreceivers: [{name: blackhole}]\n"
+    (tmp_path / "am.yml").write_text(am_config)
+    port = free_port()
+    log = tmp_path / "am.log"
+    with log.open("wb") as output:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={tmp_path / 'am.yml'}",
+                f"--storage.path={tmp_path / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _get_json(f"{base}/-/ready") is not None, timeout=20)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _get_json(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            raw = response.read()
+    except OSError:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode()
+
+
+def test_the_real_alertmanager_shows_the_alert_and_then_its_resolution(
+    start_daemon: Any, tmp_path: Path, target: Target, real_alertmanager: str
+) -> None:
+    (tmp_path / "rules.yml").write_text(RULES)
+    config = AM_CONFIG.format(target=target.port, am=real_alertmanager)
+    daemon: Running = start_daemon(config)
+    daemon.notifications(until="READY=1")
+    wait_for(lambda: daemon.metric("probe_success", check="target") == 1.0, timeout=15)
+    target.down()
+
+    def in_alertmanager() -> list[dict[str, Any]]:
+        alerts = _get_json(f"{real_alertmanager}/api/v2/alerts") or []
+        return [a for a in alerts if a["labels"].get("alertname") == "TargetDown"]
+
+    wait_for(in_alertmanager, timeout=15)
+    (shown,) = in_alertmanager()
+    assert shown["labels"] == {
+        "alertname": "TargetDown",
+        "check": "target",
+        "severity": "page",
+        "dc": "lab",
+    }
+    assert shown["annotations"] == {"summary": "target is down"}
+    assert shown["status"]["state"] == "active"
+    _, _, body = daemon.get("/api/v1/alerts")
+    (ours,) = json.loads(body)["data"]["alerts"]
+    assert parse_time(shown["startsAt"]) == pytest.approx(parse_time(ours["activeAt"]), abs=0.001)
+
+    target.up()
+    wait_for(lambda: not in_alertmanager(), timeout=15)  # resolved: no longer active there
+    everything = _get_json(f"{real_alertmanager}/api/v2/alerts?active=false&unprocessed=false")
+    assert not [a for a in everything if a["labels"].get("alertname") == "TargetDown"]
