@@ -380,7 +380,8 @@ class NotificationPipeline:
         now = self._clock()
         self._refresh_inhibitor(now)
         views = []
-        for alert in sorted(self._alerts.values(), key=lambda a: (a.labels, a.fingerprint)):
+        held = sorted(self._alerts.values(), key=lambda a: (a.labels.items_tuple(), a.fingerprint))
+        for alert in held:
             if alert.resolved(now) and not include_resolved:
                 continue
             routes = self._route.match(alert.labels) if self._route is not None else []
@@ -407,12 +408,16 @@ def _policy(alerting: AlertingConfig | None) -> RetryPolicy:
 
 def _incoming(alert: Alert, now: float) -> IncomingAlert:
     starts = alert.starts_at if alert.starts_at is not None else alert.active_at
-    ends = alert.ends_at
+    ends = alert.ends_at / 1000 if alert.ends_at is not None else None
+    if alert.resolved_at is not None and ends is not None:
+        # Resolved by now: a resolved_at rounded to the millisecond may lie a little ahead
+        # of this clock, and a not-yet-resolved version would keep the older, later end.
+        ends = min(ends, now)
     return IncomingAlert(
         labels=alert.labels,
         annotations=alert.annotations,
         starts_at=starts / 1000,
-        ends_at=ends / 1000 if ends is not None else None,
+        ends_at=ends,
         generator_url=alert.generator_url,
         updated_at=now,
     )
