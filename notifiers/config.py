@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Self
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from monitor.schema import ConfigModel, Duration
 from notifiers.base import NotifierConfig
@@ -90,17 +91,36 @@ class AlertingConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:
+        # Each problem is located where it is (the config error names that key's line).
+        problems: list[tuple[tuple[str | int, ...], str, str]] = []
         names = [r.name for r in self.receivers]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"receiver names must be unique: {', '.join(duplicates)}")
-        intervals = [t.name for t in (*self.time_intervals, *self.mute_time_intervals)]
-        duplicates = sorted({n for n in intervals if intervals.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"time interval names must be unique: {', '.join(duplicates)}")
-        errors = self.route.reference_errors(set(names), set(intervals), "route")
-        if errors:
-            raise ValueError("; ".join(f"{path}: {message}" for path, message in errors))
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                message = f"receiver names must be unique: {name}"
+                problems.append((("receivers", index, "name"), name, message))
+        intervals: list[str] = []
+        for key in ("time_intervals", "mute_time_intervals"):
+            for index, interval in enumerate(getattr(self, key)):
+                if interval.name in intervals:
+                    message = f"time interval names must be unique: {interval.name}"
+                    problems.append(((key, index, "name"), interval.name, message))
+                intervals.append(interval.name)
+        if not problems:
+            for path, message in self.route.reference_errors(set(names), set(intervals), "route"):
+                loc = tuple(int(p) if p.isdigit() else p for p in path.split("."))
+                problems.append((loc, path, message))
+        if problems:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("value_error", "{message}", {"message": m}),
+                        loc=loc,
+                        input=value,
+                    )
+                    for loc, value, m in problems
+                ],
+            )
         return self
 
     def time_interval_map(self) -> dict[str, NamedTimeInterval]:
