@@ -280,6 +280,7 @@ class Daemon:
             token=token,
             rule_groups=rules.groups,
             checks=self.check_states,
+            config=lambda: self.config,
             extra_routes=(SilencesAPI(pipeline.silences, token).register, pipeline.register),
         )
         self.web = WebServer(app, config.server.listen)

@@ -368,3 +368,37 @@ def test_the_real_alertmanager_shows_the_alert_and_then_its_resolution(
     wait_for(lambda: not in_alertmanager(), timeout=15)  # resolved: no longer active there
     everything = _get_json(f"{real_alertmanager}/api/v2/alerts?active=false&unprocessed=false")
     assert not [a for a in everything if a["labels"].get("alertname") == "TargetDown"]
+
+
+SECRETS_CONFIG = """
+server:
+  listen: 127.0.0.1:{port}
+  auth_token: token-s3cret
+state_dir: {state}
+checks:
+  - name: api
+    type: http
+    url: http://127.0.0.1:1/
+    basic_auth: {{username: u, password: http-s3cret}}
+alerting:
+  route: {{receiver: all}}
+  receivers:
+    - name: all
+      webhook_configs: [{{url: "http://127.0.0.1:1/hook/webhook-s3cret"}}]
+      slack_configs: [{{api_url: "https://hooks.example.org/services/slack-s3cret"}}]
+      pagerduty_configs: [{{routing_key: "pagerduty-s3cret-0123456789abcdef"}}]
+      email_configs:
+        - {{to: a@example.org, from: b@example.org, smarthost: "127.0.0.1:1",
+            auth_username: u, auth_password: smtp-s3cret}}
+"""
+
+
+def test_the_config_dump_shows_no_secret(start_daemon: Any) -> None:
+    daemon: Running = start_daemon(SECRETS_CONFIG)
+    daemon.notifications(until="READY=1")
+    status, content_type, body = daemon.get("/api/v1/status/config")
+    assert status == 200 and content_type.startswith("application/json")
+    dump = json.loads(body)["data"]["yaml"]
+    assert "webhook_configs" in dump and "**********" in dump
+    assert "s3cret" not in dump, dump
+    assert "s3cret" not in daemon.log.read_text()

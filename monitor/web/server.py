@@ -7,9 +7,10 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from monitor.config import split_host_port
 from monitor.errors import ConfigError, LifecycleError
@@ -35,6 +36,8 @@ class WebApp:
     token: Callable[[], SecretStr | None] = lambda: None
     rule_groups: Callable[[], Sequence[RuleGroupView]] = lambda: ()
     checks: Callable[[], Sequence[CheckState]] = lambda: ()
+    config: Callable[[], BaseModel | None] = lambda: None
+    """The running config, for ``/api/v1/status/config`` (secrets shown as asterisks)."""
     extra_routes: Sequence[Callable[[web.Application], None]] = ()
     """More routes to add (the notifications API registers itself through this)."""
 
@@ -46,6 +49,7 @@ class WebApp:
         app.router.add_get("/-/ready", self._ready)
         app.router.add_post("/-/reload", self._reload)
         app.router.add_put("/-/reload", self._reload)
+        app.router.add_get("/api/v1/status/config", self._status_config)
         RulesAPI(self.rule_groups).register(app)
         HealthAPI(self.checks, self.is_ready).register(app)
         for register in self.extra_routes:
@@ -65,6 +69,14 @@ class WebApp:
         if self.is_ready():
             return web.Response(text="monitord is Ready.\n")
         return web.Response(status=503, text="Service Unavailable\n")
+
+    async def _status_config(self, request: web.Request) -> web.Response:
+        """Prometheus' ``/api/v1/status/config``: the running config as YAML, with every
+        secret (SecretStr) dumped as ``**********``."""
+        config = self.config()
+        data = config.model_dump(mode="json", by_alias=True) if config is not None else {}
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return web.json_response({"status": "success", "data": {"yaml": text}})
 
     async def _reload(self, request: web.Request) -> web.Response:
         denied = unauthorized(request, self.token())
