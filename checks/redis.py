@@ -11,7 +11,8 @@ Debian ``prometheus-redis-exporter``) names, types, help texts and labels it:
 * ``redis_start_time_seconds``, ``redis_instance_info{role,redis_version,redis_build_id,
   redis_mode,os,maxmemory_policy,tcp_port,run_id,process_id}``;
 * ``redis_db_keys{db}`` and ``redis_db_keys_expiring{db}`` for every database ``db0`` ..
-  ``db<databases-1>``, the empty ones too (the exporter's default), and
+  ``db<databases-1>``, the empty ones too (the exporter's default; 16 databases when the user
+  may not read ``databases``, as the exporter assumes), and
   ``redis_db_avg_ttl_seconds{db}`` for the databases INFO lists;
 * ``redis_config_maxmemory`` and ``redis_config_maxclients`` (from CONFIG GET, left out when
   the user may not run it, as the exporter does);
@@ -61,7 +62,7 @@ from checks.dbcommon import redact_password
 from checks.probe import probe_deadline
 from checks.thresholds import Limits
 from monitor.model import CheckResult, Labels, MetricMetadata, MetricType, Sample, Status
-from monitor.schema import ConfigModel, SecretFile, resolve_secret
+from monitor.schema import ConfigModel, Duration, SecretFile, resolve_secret
 
 __all__ = [
     "INFO_COUNTERS",
@@ -184,6 +185,9 @@ class RedisConfig(CheckConfig):
     password: SecretStr | None = None
     password_file: SecretFile | None = None
     tls_config: RedisTLSConfig = Field(default_factory=RedisTLSConfig)
+    connect_timeout: Duration | None = Field(
+        default=None, gt=0, description="give up connecting after this long; default the timeout"
+    )
     pool_size: int = Field(default=1, ge=1, le=16, description="connections held at most")
     client_name: str = Field(
         default="monitord", pattern=r"^\S+$", description="CLIENT SETNAME of the connections"
@@ -293,8 +297,8 @@ def _info_samples(info: Mapping[str, str], config: Mapping[str, str]) -> list[Sa
             ttl = _number(fields.get("avg_ttl"))
             if ttl is not None:
                 samples.append(Sample("redis_db_avg_ttl_seconds", db, ttl / 1000))
-    databases = _number(config.get("databases"))
-    for index in range(int(databases or 0)):
+    databases = _number(config.get("databases"))  # 16 when unknown, as the exporter assumes
+    for index in range(16 if databases is None else int(databases)):
         name = f"db{index}"
         if name not in listed:
             samples.append(Sample("redis_db_keys", Labels({"db": name}), 0.0))
@@ -345,11 +349,13 @@ def _replication_samples(info: Mapping[str, str]) -> list[Sample]:
 
 
 def _size(value: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    """Bytes as ``512 B``, ``1.2 MiB``, ``3.0 GiB``."""
+    units = ("B", "KiB", "MiB", "GiB")
+    power = 0
+    while value >= 1024 and power < len(units) - 1:
         value /= 1024
-    return f"{value:.1f} TiB"  # pragma: no cover
+        power += 1
+    return f"{value:.0f} B" if power == 0 else f"{value:.1f} {units[power]}"
 
 
 class RedisCheck(Check[RedisConfig]):
@@ -371,7 +377,7 @@ class RedisCheck(Check[RedisConfig]):
             "username": config.username,
             "password": self._password,
             "socket_timeout": self._deadline,
-            "socket_connect_timeout": self._deadline,
+            "socket_connect_timeout": min(config.connect_timeout or self._deadline, self._deadline),
             "client_name": config.client_name,
             **_NO_CLIENT_SETINFO,
             "protocol": 2,

@@ -95,11 +95,13 @@ class Exporter:
 
 
 @pytest.fixture
-def exporter_factory() -> Iterator[Callable[[RedisServer], Exporter]]:
+def exporter_factory() -> Iterator[Callable[..., Exporter]]:
     """Start prometheus-redis-exporter against a server; stopped after the test."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(server: RedisServer) -> Exporter:
+    def start(
+        server: RedisServer, user: str | None = None, password: str | None = None
+    ) -> Exporter:
         binary = require_program("prometheus-redis-exporter", "prometheus-redis-exporter")
         port = free_port()
         argv = [
@@ -107,7 +109,9 @@ def exporter_factory() -> Iterator[Callable[[RedisServer], Exporter]]:
             f"--redis.addr=redis://127.0.0.1:{server.port}",
             f"--web.listen-address=127.0.0.1:{port}",
         ]
-        if server.acl_password:
+        if user is not None:
+            argv += [f"--redis.user={user}", f"--redis.password={password}"]
+        elif server.acl_password:
             argv += [f"--redis.user={server.acl_user}", f"--redis.password={server.acl_password}"]
         elif server.password:
             argv.append(f"--redis.password={server.password}")
@@ -187,7 +191,7 @@ def test_password_and_password_file_exclude_each_other(tmp_path: Path) -> None:
 )
 async def test_same_families_and_values_as_redis_exporter(
     redis_server_factory: StartServer,
-    exporter_factory: Callable[[RedisServer], Exporter],
+    exporter_factory: Callable[..., Exporter],
     auth: str,
 ) -> None:
     options = {"password": PASSWORD, "acl_password": ACL_PASSWORD} if auth == "acl" else {}
@@ -256,9 +260,30 @@ async def test_same_families_and_values_as_redis_exporter(
     assert ours[("redis_expired_keys_total", Labels())] >= 1
 
 
+async def test_a_user_without_config_get_sees_what_the_exporter_sees(
+    redis_server_factory: StartServer,
+    exporter_factory: Callable[..., Exporter],
+) -> None:
+    server = redis_server_factory(settings=("databases 4",))
+    server.command("ACL", "SETUSER", "noconf", "on", ">noconf-pw", "-@all", "+info", "+client")
+    server.command("SET", "k", "v")
+    exporter = exporter_factory(server, "noconf", "noconf-pw")
+    async with make_check(server, username="noconf", password="noconf-pw") as check:
+        result = await check.run()
+    theirs = await asyncio.to_thread(exporter.scrape)
+    assert result.status is Status.OK, result.message
+    ours = by_series(result)
+    assert "redis_config_maxmemory" not in {name for name, _ in ours}
+    assert "redis_config_maxmemory" not in theirs
+    db_keys = {labels: v for (name, labels), v in ours.items() if name == "redis_db_keys"}
+    assert db_keys == theirs["redis_db_keys"].samples
+    assert len(db_keys) == 16  # databases is unknown to this user: both assume 16
+    assert db_keys[Labels.of(db="db0")] == 1
+
+
 async def test_replica_families_and_lag_threshold_match_the_exporter(
     redis_server_factory: StartServer,
-    exporter_factory: Callable[[RedisServer], Exporter],
+    exporter_factory: Callable[..., Exporter],
 ) -> None:
     primary = redis_server_factory()
     replica = redis_server_factory(settings=(f"replicaof 127.0.0.1 {primary.port}",))
