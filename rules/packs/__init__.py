@@ -21,6 +21,12 @@ PACKS: Mapping[str, str] = {
     "checks": "monitord's checks: down, in WARNING, flapping, slow",
     "monitord": "monitord itself: the always-firing Watchdog, and (in the Prometheus that "
     "scrapes monitord) rule failures, notification failures, failed reloads, a full store",
+    "postgres": "PostgreSQL on postgres_exporter's names: down, connections, replication lag, "
+    "deadlocks, cache hit ratio",
+    "mysql": "MySQL and MariaDB on mysqld_exporter's names: down, connections, replication "
+    "threads and lag, deadlocks, buffer pool hit ratio",
+    "redis": "Redis on redis_exporter's names: down, clients, lost replicas, memory near "
+    "maxmemory, hit ratio",
 }
 """Every shipped pack by name, with what it watches."""
 
