@@ -56,6 +56,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from checks.base import Check, CheckConfig
 from checks.dbcommon import redact_password
@@ -413,7 +414,7 @@ class RedisCheck(Check[RedisConfig]):
                     # (a restart, its idle timeout): try once more on a new one
                     await self._pool.disconnect(inuse_connections=False)
                     info, config = await self._read()
-        except TimeoutError:
+        except (TimeoutError, RedisTimeoutError):  # asyncio's deadline or redis-py's socket one
             await self._drop()
             return self._down(f"no answer within {self._deadline:g}s", started)
         except (RedisError, OSError) as exc:
