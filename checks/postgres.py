@@ -24,9 +24,10 @@ keep working:
   in whole seconds as 0.11.1 converts a timestamp;
 - ``pg_replication_is_replica{server}`` and ``pg_replication_lag_seconds{server}``: these
   are the names of postgres_exporter 0.13 and later (``collector/pg_replication.go``, its
-  query and help texts). 0.11.1 has neither built in: its example ``queries.yaml`` gives
-  ``pg_replication_lag{server}`` instead, which a ``queries:`` entry copied from that file
-  still yields here.
+  query and help texts, with the later versions' rule that a replica which has replayed all
+  the WAL it received lags 0, so an idle replica does not seem to fall behind). 0.11.1 has
+  neither built in: its example ``queries.yaml`` gives ``pg_replication_lag{server}``
+  instead, which a ``queries:`` entry copied from that file still yields here.
 
 0.11.1 puts ``server="<host>:<port>"`` on every family but ``pg_up``; so does this check.
 Series also get the scheduler's ``check`` label (``identify_series`` stays on): ``pg_up``
@@ -194,13 +195,16 @@ _DATABASE_SIZE_QUERY: Final = (
     "SELECT pg_database.datname, pg_database_size(pg_database.datname)::float8 FROM pg_database"
 )
 # One row: max_connections (pg_settings), the postmaster's start (the example queries.yaml's
-# pg_postmaster), replica and lag (collector/pg_replication.go of later versions), and the
-# client backends that count against max_connections.
+# pg_postmaster), replica and lag (collector/pg_replication.go of later versions, with their
+# fix that an idle replica that has replayed all it received lags 0), and the client
+# backends that count against max_connections.
 _SERVER_QUERY: Final = """
-SELECT current_setting('max_connections')::float8 AS max_connections,
+SELECT split_part(current_setting('server_version'), ' ', 1) AS version,
+       current_setting('max_connections')::float8 AS max_connections,
        floor(EXTRACT(EPOCH FROM pg_postmaster_start_time()))::float8 AS start_time_seconds,
        CASE WHEN pg_is_in_recovery() THEN 1 ELSE 0 END AS is_replica,
        (CASE WHEN NOT pg_is_in_recovery() THEN 0
+             WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
              ELSE GREATEST(0, EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp())))
         END)::float8 AS lag,
        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::float8
@@ -344,10 +348,6 @@ class _Cut(Exception):
     """A query or the login was cut at its timeout."""
 
 
-def _number(value: Any) -> float:
-    return float(value) if value is not None else float("nan")
-
-
 class PostgresCheck(Check[PostgresConfig]):
     """Logs in through a pool of at most ``pool_size`` connections and reads the server's
     statistics; CRITICAL when it cannot, thresholds on connections and replication lag."""
@@ -413,9 +413,9 @@ class PostgresCheck(Check[PostgresConfig]):
         try:
             async with asyncio.timeout(self._deadline):
                 pool = await self._get_pool()
-                server, version = await self._statistics(pool, samples)
+                server = await self._statistics(pool, samples)
                 answered = True
-                status, message = self._rate(server, version)
+                status, message = self._rate(server)
                 if self.config.queries:
                     custom_status, notes = await self._custom(pool, samples, metadata)
                     status = max(status, custom_status)
@@ -445,9 +445,7 @@ class PostgresCheck(Check[PostgresConfig]):
             metadata=metadata,
         )
 
-    async def _statistics(
-        self, pool: asyncpg.Pool, samples: list[Sample]
-    ) -> tuple[dict[str, float], Any]:
+    async def _statistics(self, pool: asyncpg.Pool, samples: list[Sample]) -> dict[str, Any]:
         """The built-in families; once more on a fresh connection when the pooled one turns
         out to have died with its server (a restart between two runs)."""
         for attempt in (1, 2):
@@ -455,7 +453,7 @@ class PostgresCheck(Check[PostgresConfig]):
             async with pool.acquire(timeout=self._connect_timeout) as con:
                 self._step = "reading statistics"
                 try:
-                    return await self._collect(con, samples), con.get_server_version()
+                    return await self._collect(con, samples)
                 except _LOST:
                     if attempt == 2:
                         raise
@@ -466,7 +464,7 @@ class PostgresCheck(Check[PostgresConfig]):
     def _labels(self, **labels: str) -> Labels:
         return Labels({**labels, "server": self._server})
 
-    async def _collect(self, con: asyncpg.Connection, samples: list[Sample]) -> dict[str, float]:
+    async def _collect(self, con: asyncpg.Connection, samples: list[Sample]) -> dict[str, Any]:
         """The built-in families, read in one read-only transaction; returns the server row."""
         async with con.transaction(readonly=True):
             row = await con.fetchrow(_SERVER_QUERY)
@@ -474,7 +472,15 @@ class PostgresCheck(Check[PostgresConfig]):
             activity_rows = await con.fetch(_ACTIVITY_QUERY)
             size_rows = await con.fetch(_DATABASE_SIZE_QUERY)
             lock_rows = await con.fetch(_LOCKS_QUERY)
-        server = {key: _number(row[key]) for key in row.keys()}
+        server: dict[str, Any] = dict(row.items())
+        for key in (
+            "max_connections",
+            "start_time_seconds",
+            "is_replica",
+            "lag",
+            "client_backends",
+        ):
+            server[key] = float(server[key])
         only_server = self._labels()
         samples.append(
             Sample("pg_settings_max_connections", only_server, server["max_connections"])
@@ -502,14 +508,14 @@ class PostgresCheck(Check[PostgresConfig]):
         server["databases"] = float(len(size_rows))
         return server
 
-    def _rate(self, server: Mapping[str, float], version: Any) -> tuple[Status, str]:
+    def _rate(self, server: Mapping[str, Any]) -> tuple[Status, str]:
         """The status and message from the connection and replication thresholds."""
         used, limit = server["client_backends"], server["max_connections"]
         percent = 100.0 * used / limit if limit > 0 else 0.0
         role = "replica" if server["is_replica"] else "primary"
         lag = server["lag"]
         summary = (
-            f"{self._server}: PostgreSQL {version.major}.{version.minor} {role}, "
+            f"{self._server}: PostgreSQL {server['version']} {role}, "
             f"{used:g}/{limit:g} connections ({percent:.0f}%), "
             f"{server['databases']:g} databases"
         )

@@ -28,7 +28,13 @@ import pytest
 
 from tests.support import free_port, require_program
 
-__all__ = ["PostgresServer", "find_postgres_bin", "postgres", "postgres_server"]
+__all__ = [
+    "PostgresServer",
+    "find_postgres_bin",
+    "postgres",
+    "postgres_server",
+    "postgres_standby",
+]
 
 SUPERUSER = "postgres"
 SUPERUSER_PASSWORD = "super-Secret-7"
@@ -283,3 +289,52 @@ def postgres() -> Iterator[PostgresServer]:
     """One throwaway server for the test module, restarted by tests that stop it."""
     with postgres_server() as server:
         yield server
+
+
+@contextmanager
+def postgres_standby(primary: PostgresServer) -> Iterator[PostgresServer]:
+    """A streaming replica of ``primary`` (``pg_basebackup -R``) on its own free port, with
+    the same users; stopped and removed after."""
+    basebackup = find_postgres_bin("pg_basebackup")
+    prefix, uid, gid = _as_server_user()
+    base = Path(tempfile.mkdtemp(prefix="monitord-pg-standby-"))
+    standby = PostgresServer(base=base, port=free_port(), max_connections=primary.max_connections)
+    standby._prefix = prefix
+    try:
+        (base / "sock").mkdir()
+        if uid is not None and gid is not None:
+            os.chown(base, uid, gid)
+            os.chown(base / "sock", uid, gid)
+        base.chmod(0o755)
+        result = subprocess.run(
+            [
+                *prefix,
+                basebackup,
+                "-h",
+                primary.host,
+                "-p",
+                str(primary.port),
+                "-U",
+                primary.superuser,
+                "-D",
+                str(standby.datadir),
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+            env={**os.environ, "PGPASSWORD": primary.superuser_password},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=base,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed: {result.stderr}")
+        standby.start()
+        yield standby
+    finally:
+        standby.stop()
+        shutil.rmtree(base, ignore_errors=True)

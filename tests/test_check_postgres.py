@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from checks.postgres import POSTGRES_FAMILIES, PostgresCheck, PostgresConfig
 from monitor.model import CheckResult, Labels, MetricType, Status
 from tests import certs
-from tests.postgres_server import PostgresServer, postgres, postgres_server
+from tests.postgres_server import PostgresServer, postgres, postgres_server, postgres_standby
 from tests.support import free_port, require_program, wait_for, wait_for_port
 
 __all__ = ["postgres"]  # the fixture, imported for pytest
@@ -390,7 +390,9 @@ async def test_a_server_stopped_mid_run_is_critical_then_recovers() -> None:
     ("options", "cut_within", "marker"),
     [
         pytest.param({"query_timeout": "1s"}, 2.0, "pg_sleep(31)", id="at the query timeout"),
-        pytest.param({}, 3.5, "pg_sleep(32)", id="at the check timeout when no query timeout"),
+        pytest.param(
+            {"timeout": "2s"}, 2.5, "pg_sleep(32)", id="at the check timeout when no query timeout"
+        ),
     ],
 )
 async def test_a_query_sleeping_past_the_timeout_is_cancelled_on_the_server(
@@ -402,7 +404,8 @@ async def test_a_query_sleeping_past_the_timeout_is_cancelled_on_the_server(
             "metrics": [{"v": {"usage": "GAUGE"}}],
         }
     }
-    async with make_check(postgres, timeout="3s", queries=queries, **options) as check:
+    options = {"timeout": "3s", **options}
+    async with make_check(postgres, queries=queries, **options) as check:
         started = time.monotonic()
         result = await check.run()
         elapsed = time.monotonic() - started
@@ -426,10 +429,10 @@ async def test_the_pool_never_holds_more_than_pool_size_connections(
     app = f"monitord-pool-{pool_size}"
     queries = {
         f"q{i}": {
-            "query": "SELECT 1 AS v FROM pg_sleep(0.3)",
+            "query": "SELECT 1 AS v FROM pg_sleep(0.25)",
             "metrics": [{"v": {"usage": "GAUGE"}}],
         }
-        for i in range(6)
+        for i in range(4)
     }
     options: dict[str, Any] = {"application_name": app, "queries": queries}
     if pool_size != 1:
@@ -571,6 +574,43 @@ async def test_custom_queries_run_read_only(postgres: PostgresServer) -> None:
     assert "query write failed" in result.message and "read-only transaction" in result.message
     assert postgres.query("SELECT count(*) FROM written") == [["0"]]
     assert by_name(result)["pg_up"] == [(Labels(), 1.0)]
+
+
+async def test_a_replica_reports_itself_and_its_lag(postgres: PostgresServer) -> None:
+    postgres.psql("CREATE TABLE IF NOT EXISTS replicated (v int)")
+    with postgres_standby(postgres) as standby:
+        # one transaction replayed, so the replica has a last replay time
+        postgres.psql("INSERT INTO replicated VALUES (0)")
+        wait_for(lambda: standby.query("SELECT count(*) FROM replicated") == [["1"]], timeout=10)
+        options: dict[str, Any] = {"replication_lag": {"warning": 0.5, "critical": 3600}}
+        async with make_check(standby, **options) as check:
+            caught_up = await check.run()
+            assert caught_up.status is Status.OK, caught_up.message
+            families = by_name(caught_up)
+            server = Labels.of(server=f"127.0.0.1:{standby.port}")
+            assert families["pg_replication_is_replica"] == [(server, 1.0)]
+            assert families["pg_replication_lag_seconds"] == [(server, 0.0)]
+            assert "replica" in caught_up.message
+            # replay paused: what the primary writes is received, not replayed, and ages
+            standby.psql("SELECT pg_wal_replay_pause()")
+            try:
+                postgres.psql("INSERT INTO replicated VALUES (1)")
+                await asyncio.sleep(1.2)
+                postgres.psql("INSERT INTO replicated VALUES (2)")
+                wait_for(
+                    lambda: (
+                        standby.query("SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()")
+                        == [["t"]]
+                    ),
+                    timeout=10,
+                )
+                behind = await check.run()
+            finally:
+                standby.psql("SELECT pg_wal_replay_resume()")
+            assert behind.status is Status.WARNING, behind.message
+            assert "replication lag" in behind.message and "above warning 0.5" in behind.message
+            lag = by_name(behind)["pg_replication_lag_seconds"][0][1]
+            assert 0.5 < lag < 60
 
 
 @pytest.fixture(scope="module")
