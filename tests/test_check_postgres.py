@@ -21,6 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from checks.postgres import POSTGRES_FAMILIES, PostgresCheck, PostgresConfig
+from monitor.config import ConfigError, build_config_model, load_config
 from monitor.model import CheckResult, Labels, MetricType, Status
 from tests import certs
 from tests.postgres_server import PostgresServer, postgres, postgres_server, postgres_standby
@@ -238,6 +239,42 @@ def test_the_dsn_and_the_fields_name_the_same_target(tmp_path: Path) -> None:
     assert by_dsn.target() == by_fields.target() == ("db.example", 6543, "mon", "app")
     assert by_fields.secret == "s3cret"
     assert "s3cret" not in repr(by_fields)
+
+
+def test_a_config_file_with_a_postgres_check(tmp_path: Path) -> None:
+    (tmp_path / "pg.pw").write_text("from-a-file\n")
+    config = tmp_path / "m.yaml"
+    config.write_text(
+        "checks:\n"
+        "  - name: db\n"
+        "    type: postgres\n"
+        "    dsn: postgresql://monitor@db.example:5432/app\n"
+        "    password_file: pg.pw\n"
+        "    sslmode: require\n"
+        "    connections: {warning: 80, critical: 95}\n"
+        "    queries:\n"
+        "      pg_replication:\n"
+        "        query: SELECT 0 AS lag\n"
+        "        metrics:\n"
+        "          - lag:\n"
+        "              usage: GAUGE\n"
+        "              description: Replication lag behind master in seconds\n"
+        "  - name: bad\n"
+        "    type: postgres\n"
+        "    dsn: postgresql://monitor:pw@db.example/app\n"
+    )
+    model = build_config_model({"postgres": PostgresConfig})
+    with pytest.raises(ConfigError) as info:
+        load_config(config, model=model)
+    (issue,) = info.value.issues
+    assert re.match(rf"{re.escape(str(config))}:\d+: checks\[1\]", str(issue)), str(issue)
+    assert "password" in issue.message and ":pw@" not in issue.message
+    config.write_text(config.read_text().split("  - name: bad")[0])
+    (check,) = load_config(config, model=model).checks
+    assert isinstance(check, PostgresConfig)
+    assert check.secret == "from-a-file"
+    assert check.connections is not None and check.connections.critical == 95
+    assert list(check.queries) == ["pg_replication"]
 
 
 # --- against the real server ---
