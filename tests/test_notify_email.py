@@ -387,9 +387,9 @@ async def test_a_refused_connection_is_retried() -> None:
 
 async def test_user_headers_and_templates(smtp_server: StartServer, pki: PKI) -> None:
     templates = Templates({"mail.j2": "{% macro sig() %}-- the {{ 'dba' }} team{% endmacro %}"})
-    await_server = starttls_server(smtp_server, pki)
+    server = starttls_server(smtp_server, pki)
     await send(
-        await_server,
+        server,
         templates=templates,
         tls_config={"ca_file": str(pki.ca_file)},
         to="{{ receiver }}@example.org",
@@ -397,8 +397,8 @@ async def test_user_headers_and_templates(smtp_server: StartServer, pki: PKI) ->
         text='{{ firing | length }} firing\n{% import "mail.j2" as m %}{{ m.sig() }}',
         html="",
     )
-    message = await_server.mailbox.only()
-    assert await_server.mailbox.envelopes[0].rcpt_tos == ["dba@example.org"]
+    message = server.mailbox.only()
+    assert server.mailbox.envelopes[0].rcpt_tos == ["dba@example.org"]
     assert message["Subject"] == "Plein: db1 — ça déborde"
     assert message["X-Team"] == "dba"
     assert message["To"] == "dba@example.org"

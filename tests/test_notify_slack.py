@@ -454,6 +454,7 @@ async def test_the_fake_slack_refuses_what_slack_refuses(
 async def test_two_messages_to_one_webhook_are_a_second_apart_across_integrations(
     slack: FakeSlack, session: aiohttp.ClientSession
 ) -> None:
+    assert RATE_LIMITER.interval == 1.0  # the default every integration shares
     context = NotifierContext(session=session, templates=Templates())
     first = SlackNotifier(SlackConfig(api_url=slack.url()), context)
     second = SlackNotifier(SlackConfig(api_url=slack.url(), title="second"), context)
@@ -500,7 +501,6 @@ async def test_two_webhooks_through_the_notifier_do_not_wait_for_each_other(
         )
     assert waits == []
     assert [r.path for r in slack.received] == [TOKEN_PATH, "/services/T0001/B0003/other"]
-    assert RATE_LIMITER.interval == 1.0
 
 
 # --- failures ------------------------------------------------------------------------
