@@ -56,6 +56,7 @@ from monitor.web.health import PENDING, overall_state
 
 __all__ = [
     "CLUSTER_FAMILIES",
+    "CLUSTER_LABELS",
     "DEFAULT_INTERVAL",
     "HEALTH_STATES",
     "ClusterCheck",
