@@ -1,7 +1,7 @@
 """The ``cluster`` check: peer monitord nodes watch each other.
 
-Each run polls every peer in ``peers`` at once, each with two concurrent requests:
-``GET <peer>/-/ready`` (must answer 200) and ``GET <peer>/api/v1/health`` (must answer
+Each run polls every peer in ``peers`` at once, each with two requests in turn:
+``GET <peer>/-/ready`` (must answer 200), then ``GET <peer>/api/v1/health`` (must answer
 its JSON, with 200 or 503; see :mod:`monitor.web.health`). A peer that does both within
 the run's deadline (the check's timeout less a tenth, at most 0.5 s, as the probes keep)
 is *up* and *seen*. With ``token``/``token_file`` both requests carry ``Authorization:
