@@ -352,8 +352,12 @@ class Scheduler:
         if job_id in self._entries:
             raise ValueError(f"job id {job_id!r} is a check's name")
         start = datetime.fromtimestamp(first, UTC)
+
+        async def run() -> None:  # a coroutine function whatever ``func`` is, or APScheduler
+            await func()  # would run it in a thread and drop the coroutine it returns
+
         self._aps.add_job(
-            func,
+            run,
             IntervalTrigger(seconds=interval, start_date=start, timezone=UTC),
             id=job_id,
             name=job_id,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -229,7 +230,7 @@ class RuleManager:
         if self._scheduler is not None:
             self._scheduler.add_interval_job(
                 JOB_PREFIX + group.key,
-                lambda key=group.key: self._tick_job(key),  # type: ignore[misc]
+                functools.partial(self._tick_job, group.key),
                 group.interval / 1000,
                 first / 1000,
             )

@@ -320,3 +320,19 @@ async def test_next_run_is_the_next_due_time_of_a_scheduled_check() -> None:
     assert next_run is not None
     assert 59 < next_run - time.time() <= 60
     assert missing is None
+
+
+async def test_an_interval_job_runs_whatever_callable_returns_its_coroutine() -> None:
+    """A lambda or partial returning a coroutine is awaited on the loop at every interval,
+    not handed to a thread by APScheduler and dropped (the rule groups' jobs are such)."""
+    scheduler = Scheduler(Store())
+    runs: list[str] = []
+
+    async def tick(name: str) -> None:
+        runs.append(name)
+
+    await scheduler.start()
+    scheduler.add_interval_job("lambda", lambda: tick("lambda"), 0.2, time.time())
+    await asyncio.sleep(0.7)
+    await scheduler.stop()
+    assert runs.count("lambda") >= 3, runs
