@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -266,13 +267,20 @@ def _scrape(port: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def exporter(mariadb: MariaDB) -> Iterator[int]:  # noqa: F811
-    """The real prometheus-mysqld-exporter against the module's server, as its own user."""
+def _answering(port: int) -> bool:
+    try:
+        return "mysql_up" in _scrape(port)
+    except OSError:
+        return False
+
+
+@contextmanager
+def run_exporter(server: MariaDB) -> Iterator[int]:
+    """The real prometheus-mysqld-exporter against ``server``, as its own user; its port."""
     program = require_program("prometheus-mysqld-exporter", "prometheus-mysqld-exporter")
-    mariadb.add_user("exporter", "exp-pw")
+    server.add_user("exporter", "exp-pw")
     port = free_port()
-    env = {**os.environ, "DATA_SOURCE_NAME": mariadb.exporter_dsn("exporter", "exp-pw")}
+    env = {**os.environ, "DATA_SOURCE_NAME": server.exporter_dsn("exporter", "exp-pw")}
     process = subprocess.Popen(
         [program, f"--web.listen-address=127.0.0.1:{port}"],
         env=env,
@@ -280,19 +288,19 @@ def exporter(mariadb: MariaDB) -> Iterator[int]:  # noqa: F811
         stderr=subprocess.DEVNULL,
     )
     try:
-
-        def answering() -> bool:
-            try:
-                return "mysql_up" in _scrape(port)
-            except OSError:
-                return False
-
-        wait_for(answering, timeout=20)
+        wait_for(lambda: _answering(port), timeout=20)
         yield port
     finally:
         process.terminate()
         process.wait(timeout=10)
-        mariadb.admin("DROP USER 'exporter'@'127.0.0.1'")
+        server.admin("DROP USER 'exporter'@'127.0.0.1'")
+
+
+@pytest.fixture
+def exporter(mariadb: MariaDB) -> Iterator[int]:  # noqa: F811
+    """The exporter against the module's server."""
+    with run_exporter(mariadb) as port:
+        yield port
 
 
 # Families of the exporter's other default collectors and of itself, which this check does not
@@ -489,3 +497,72 @@ async def test_aclose_closes_the_pool(make_check: MakeCheck, mariadb: MariaDB) -
     await asyncio.to_thread(wait_for, lambda: mariadb.processlist() == [], 2.0)
     with pytest.raises(RuntimeError, match="closed"):
         await check.run()
+
+
+# --- replication: a second mariadbd as a replica of the module's server ------------------------
+
+
+@pytest.fixture
+def replica(mariadb: MariaDB, tmp_path: Path) -> Iterator[MariaDB]:  # noqa: F811
+    """A second MariaDB replicating from the module's server (GTID), both threads running."""
+    mariadb.admin("CREATE USER IF NOT EXISTS 'repl'@'127.0.0.1' IDENTIFIED BY 'repl-pw'")
+    mariadb.admin("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
+    with mariadb_server(tmp_path / "replica", ["--server-id=2", "--read-only"]) as server:
+        # Start from the source's current position: its users exist on the replica already.
+        ((position,),) = mariadb.admin("SELECT @@GLOBAL.gtid_binlog_pos")
+        server.admin("SET GLOBAL gtid_slave_pos = %s", (position,))
+        server.admin(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER='repl',"
+            " MASTER_PASSWORD='repl-pw', MASTER_USE_GTID=slave_pos",
+            (mariadb.port,),
+        )
+        server.admin("START SLAVE")
+
+        def running() -> bool:
+            rows = server.admin("SHOW SLAVE STATUS")
+            return bool(rows) and rows[0][10:12] == ("Yes", "Yes")
+
+        wait_for(running, timeout=20)
+        yield server
+
+
+async def test_replica_slave_status_side_by_side_and_lag(
+    make_check: MakeCheck, replica: MariaDB
+) -> None:
+    with run_exporter(replica) as port:
+        check = make_check(replica, replication_lag={"warning": 30, "critical": 300})
+        before = _scrape(port)
+        result = await check.run()
+        after = _scrape(port)
+    assert result.status is Status.OK, result.message
+    assert "replication 0s behind" in result.message
+
+    ours: dict[str, dict[Labels, float]] = {}
+    for sample in result.samples:
+        if sample.name.startswith("mysql_slave_status_"):
+            ours.setdefault(sample.name, {})[sample.labels] = sample.value
+    theirs = {name for name in before if name.startswith("mysql_slave_status_")}
+    assert set(ours) == theirs and len(theirs) > 20
+    labels = Labels.of(master_host="127.0.0.1", master_uuid="", channel_name="", connection_name="")
+    assert ours["mysql_slave_status_slave_io_running"] == {labels: 1.0}
+    assert ours["mysql_slave_status_seconds_behind_master"] == {labels: 0.0}
+    for name, series in ours.items():
+        assert before[name].type == "unknown" and before[name].documentation == (
+            result.metadata[name].help
+        )
+        a = {Labels(s.labels): s.value for s in before[name].samples}
+        b = {Labels(s.labels): s.value for s in after[name].samples}
+        assert set(series) == set(a) == {labels}
+        assert min(a[labels], b[labels]) <= series[labels] <= max(a[labels], b[labels]), name
+
+    # The SQL thread stopped: no lag to compare, so CRITICAL; a threshold below the lag warns.
+    replica.admin("STOP SLAVE SQL_THREAD")
+    stopped = await check.run()
+    assert stopped.status is Status.CRITICAL
+    assert "replication is not running (IO Yes, SQL No)" in stopped.message
+    replica.admin("START SLAVE SQL_THREAD")
+    wait_for(lambda: replica.admin("SHOW SLAVE STATUS")[0][11] == "Yes", timeout=10)
+    strict = make_check(replica, replication_lag={"warning": -1})
+    warned = await strict.run()
+    assert warned.status is Status.WARNING, warned.message
+    assert "replication is 0s behind the source" in warned.message
