@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from checks.cluster import CLUSTER_LABELS
 from checks.procfs import parse_meminfo
 from checks.system import FAMILIES
 from monitor.cli import main
@@ -166,6 +167,61 @@ def _exported_self_metrics() -> dict[str, set[str]]:
     return names
 
 
+def _database_labels() -> dict[str, tuple[Any, dict[str, set[str]]]]:
+    """Per database pack: the collector's families, and the label names (beside ``check``)
+    of those the packs read, as the collectors' side-by-side tests show them."""
+    from checks.mysql import MYSQL_FAMILIES
+    from checks.postgres import POSTGRES_FAMILIES
+    from checks.redis import REDIS_FAMILIES
+
+    server = {"server"}
+    database = {"datid", "datname", "server"}
+    replica = {"master_host", "master_uuid", "channel_name", "connection_name"}
+    slave_status_columns = (
+        "seconds_behind_master",
+        "sql_delay",
+        "slave_io_running",
+        "slave_sql_running",
+    )
+    return {
+        "postgres": (
+            POSTGRES_FAMILIES,
+            {
+                "pg_settings_max_connections": server,
+                "pg_replication_lag_seconds": server,
+                "pg_replication_is_replica": server,
+                "pg_stat_activity_count": {"datname", "state", "server"},
+                "pg_stat_database_blks_hit": database,
+                "pg_stat_database_blks_read": database,
+                "pg_stat_database_deadlocks": database,
+            },
+        ),
+        "mysql": (
+            # SHOW GLOBAL STATUS, SHOW GLOBAL VARIABLES and SHOW SLAVE STATUS give one family
+            # per row or column, so those names are what MariaDB 10.11 has (the mysql
+            # collector's side-by-side test compares them with mysqld_exporter's).
+            {
+                **MYSQL_FAMILIES,
+                **dict.fromkeys(
+                    (
+                        "mysql_global_status_threads_connected",
+                        "mysql_global_status_innodb_deadlocks",
+                        "mysql_global_status_innodb_buffer_pool_reads",
+                        "mysql_global_status_innodb_buffer_pool_read_requests",
+                        "mysql_global_variables_max_connections",
+                        *(f"mysql_slave_status_{c}" for c in slave_status_columns),
+                    )
+                ),
+            },
+            {f"mysql_slave_status_{c}": replica for c in slave_status_columns},
+        ),
+        "redis": (REDIS_FAMILIES, {}),
+    }
+
+
+DATABASE_LABELS = _database_labels()
+
+
 def _exported_names(pack: str) -> dict[str, set[str]]:
     """Metric names a pack may select, with the label names their series carry."""
     if pack == "host":
@@ -179,7 +235,11 @@ def _exported_names(pack: str) -> dict[str, set[str]]:
         return {name: labels.get(name, set()) for name in names}
     if pack == "checks":
         return {name: {"check", "kind"} for name in CHECK_METADATA}
-    return {**_exported_self_metrics(), **NOTIFICATION_METRICS}
+    if pack in DATABASE_LABELS:
+        families, labels = DATABASE_LABELS[pack]
+        return {name: {"check", *labels.get(name, ())} for name in families}
+    cluster = {name: {*labels, "check"} for name, labels in CLUSTER_LABELS.items()}
+    return {**_exported_self_metrics(), **NOTIFICATION_METRICS, **cluster}
 
 
 @pytest.mark.parametrize("pack", pack_params())
@@ -224,6 +284,6 @@ def test_rule_packs_refuses_an_unknown_name_with_a_suggestion(
         main(["rule-packs", "hots"])
     assert info.value.code == 2
     assert (
-        "unknown rule pack 'hots'; did you mean 'host'? (known: checks, host, monitord)"
-        in capsys.readouterr().err
+        "unknown rule pack 'hots'; did you mean 'host'? "
+        "(known: checks, host, monitord, mysql, postgres, redis)" in capsys.readouterr().err
     )
