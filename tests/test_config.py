@@ -262,7 +262,8 @@ def test_the_example_configs_commented_checks_are_valid_once_uncommented(
     uncommented.write_text("\n".join(lines) + "\n")
     assert main(["check-config", str(uncommented)]) == 0, capsys.readouterr().err
     kinds = capsys.readouterr().out
-    for kind in ("command", "dns", "file", "host", "http", "icmp", "process", "tcp", "tls"):
+    kinds_shown = ("command", "dns", "file", "host", "http", "icmp", "process", "tcp", "tls")
+    for kind in (*kinds_shown, "postgres", "mysql", "redis", "cluster"):
         assert kind in kinds
 
 
@@ -279,15 +280,16 @@ def test_the_example_configs_commented_alerting_section_is_valid_once_uncommente
         if in_alerting:
             line = line[2:]
         lines.append(line)
-    for secret in ("slack-url", "smtp-password", "pagerduty-key"):
+    for secret in ("slack-url", "smtp-password", "pagerduty-key", "heartbeat-url"):
         path = tmp_path / secret
-        path.write_text("https://hooks.example.org/x\n" if secret == "slack-url" else "s3cret\n")
+        url = secret.endswith("-url")
+        path.write_text("https://hooks.example.org/x\n" if url else "s3cret\n")
     text = "\n".join(lines).replace("/etc/monitord/", f"{tmp_path}/") + "\n"
     uncommented = tmp_path / "config.yaml"
     uncommented.write_text(text)
     assert "\nalerting:\n" in text
     assert main(["check-config", str(uncommented)]) == 0, capsys.readouterr().err
-    assert "2 receivers" in capsys.readouterr().out
+    assert "3 receivers" in capsys.readouterr().out
 
 
 def test_config_schema_is_json_schema_of_the_same_models(
