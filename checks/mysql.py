@@ -853,7 +853,15 @@ class MySQLCheck(Check[MySQLConfig]):
 
 
 def _reason(exc: BaseException) -> str:
-    """The driver's reason: ``(1045, "Access denied ...")`` → ``Access denied ... (1045)``."""
+    """The driver's reason: ``(1045, "Access denied ...")`` → ``Access denied ... (1045)``,
+    with the cause aiomysql wraps in "Can't connect" (refused, a certificate not trusted)."""
     if isinstance(exc, pymysql.err.MySQLError) and len(exc.args) >= 2:
-        return f"{exc.args[1]} ({exc.args[0]})"
+        reason = f"{exc.args[1]} ({exc.args[0]})"
+        cause = exc.__cause__
+        if cause is not None:
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                reason += f": certificate verify failed: {cause.verify_message}"
+            else:
+                reason += f": {cause}"
+        return reason
     return str(exc) or type(exc).__name__

@@ -1,5 +1,6 @@
 """The mysql check against a real MariaDB (tests/mysql_server.py) and, side by side, the real
-prometheus-mysqld-exporter 0.14: families, values, faults, timeouts, the pool, thresholds."""
+prometheus-mysqld-exporter 0.14: families, values, faults, timeouts, the pool, thresholds,
+a real replica's slave status, and TLS."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from checks.mysql import (
     slave_status_samples,
 )
 from monitor.model import CheckResult, Labels, MetricType, Status
+from tests import certs
 from tests.mysql_server import MariaDB, mariadb, mariadb_server  # noqa: F401 (fixture)
 from tests.support import free_port, require_program, wait_for
 
@@ -566,3 +568,26 @@ async def test_replica_slave_status_side_by_side_and_lag(
     warned = await strict.run()
     assert warned.status is Status.WARNING, warned.message
     assert "replication is 0s behind the source" in warned.message
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+async def test_tls_verifies_the_server(make_check: MakeCheck, tmp_path: Path) -> None:
+    pki = certs.make_pki(tmp_path)
+    tls_args = [
+        f"--ssl-cert={pki.valid.cert_file}",
+        f"--ssl-key={pki.valid.key_file}",
+        f"--ssl-ca={pki.ca_file}",
+    ]
+    with mariadb_server(tmp_path / "tls", tls_args) as server:
+        server.admin(f"ALTER USER '{server.user}'@'127.0.0.1' REQUIRE SSL")
+        trusted = await make_check(server, tls=True, ca_file=str(pki.ca_file)).run()
+        assert trusted.status is Status.OK, trusted.message
+        untrusted = await make_check(server, tls=True, ca_file=str(pki.other_ca_file)).run()
+        assert untrusted.status is Status.CRITICAL
+        assert "certificate verify failed" in untrusted.message, untrusted.message
+        unverified = make_check(server, tls=True, ca_file=str(pki.other_ca_file), verify=False)
+        assert (await unverified.run()).status is Status.OK
+        plain_text = await make_check(server).run()  # the user requires TLS
+        assert plain_text.status is Status.CRITICAL and "Access denied" in plain_text.message
