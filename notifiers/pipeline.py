@@ -134,6 +134,9 @@ class NotificationPipeline:
         self._route: Route | None = None
         self._intervals: dict[str, NamedTimeInterval] = {}
         self._inhibitor = Inhibitor(())
+        self._inhibits = False
+        self._alerts_changed = True
+        self._inhibitor_until = float("-inf")
         self._integrations: dict[IntegrationKey, Notifier[Any]] = {}
         self._dispatch: DispatcherTask | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -184,7 +187,10 @@ class NotificationPipeline:
         self._settings = settings
         self._route = Route.from_config(alerting.route) if alerting is not None else None
         self._intervals = alerting.time_interval_map() if alerting is not None else {}
-        self._inhibitor = Inhibitor(alerting.inhibit_rules if alerting is not None else ())
+        rules = alerting.inhibit_rules if alerting is not None else ()
+        self._inhibitor = Inhibitor(rules)
+        self._inhibits = bool(rules)
+        self._alerts_changed = True
         self._integrations = integrations
         if self.deliverer is not None and alerting is not None:
             self.deliverer.policy = _policy(alerting)
@@ -248,6 +254,7 @@ class NotificationPipeline:
         incoming = [_incoming(a, now) for a in alerts]
         for alert in incoming:
             self._alerts[alert.fingerprint] = alert
+        self._alerts_changed = True
         self._forget_old(now)
 
         if self._route is None:
@@ -296,6 +303,7 @@ class NotificationPipeline:
         route = flush.route
         if self._time_muted(route, now):
             return True
+        self._refresh_inhibitor(now)
         alerts = [a for a in flush.alerts if not self._muted(a.labels, now)]
         if not alerts or self.outbox is None:
             return True
@@ -339,14 +347,21 @@ class NotificationPipeline:
         return False
 
     def _muted(self, labels: Labels, now: float) -> bool:
-        self._refresh_inhibitor(now)
+        """Inhibited or silenced (the inhibitor refreshed by the caller)."""
         if self._inhibitor.inhibited_by(labels):
             return True
         return self.silences is not None and bool(self.silences.mutes(labels, now))
 
     def _refresh_inhibitor(self, now: float) -> None:
-        firing = [(a.fingerprint, a.labels) for a in self._alerts.values() if not a.resolved(now)]
-        self._inhibitor.update(firing)
+        """Give the inhibitor the alerts firing at ``now``: when alerts arrived since the
+        last time, or one of those it has ended by the clock; else it is up to date."""
+        if not self._inhibits or (not self._alerts_changed and now < self._inhibitor_until):
+            return
+        firing = [a for a in self._alerts.values() if not a.resolved(now)]
+        self._inhibitor.update((a.fingerprint, a.labels) for a in firing)
+        ends = [a.ends_at for a in firing if a.ends_at is not None]
+        self._inhibitor_until = min(ends, default=float("inf"))
+        self._alerts_changed = False
 
     # --- views ------------------------------------------------------------------------------
 
