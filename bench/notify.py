@@ -920,6 +920,7 @@ def verdict(met: bool) -> str:
 
 def report(
     run: Run,
+    code: str,
     sides: list[Side],
     dispatcher_s: list[float],
     throughputs: list[Throughput],
@@ -929,7 +930,7 @@ def report(
     """Print the figures beside each other, the targets and the verdict."""
     print(
         f"\n{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, {code_state()}, host steal {steal:.1%}"
+        f"{platform.python_version()}, {code}, host steal {steal:.1%}"
     )
     print(
         f"\nLatency, breach (the target's first failing answer) -> webhook arrival, "
@@ -1041,6 +1042,7 @@ async def run_all(run: Run) -> None:
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     started = time.monotonic()
+    code = code_state()  # what the processes started below run
     stolen0, total0 = steal_ticks()
     rng = random.Random(SEED)
     recorder = Recorder()
@@ -1073,7 +1075,7 @@ async def run_all(run: Run) -> None:
         await recorder.close()
     stolen1, total1 = steal_ticks()
     steal = (stolen1 - stolen0) / max(1, total1 - total0)
-    report(run, sides, dispatcher_s, throughputs, steal, time.monotonic() - started)
+    report(run, code, sides, dispatcher_s, throughputs, steal, time.monotonic() - started)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
