@@ -52,6 +52,7 @@ connection, and as a backstop each session's server-side statement limit
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 import ssl
@@ -190,9 +191,14 @@ def parse_status(value: object) -> float | None:
     return number
 
 
+_INVALID_NAME_CHARS: Final = re.compile(r"[^a-zA-Z0-9_]")
+
+
+@functools.lru_cache(maxsize=4096)
 def _metric_name(key: str) -> str:
-    """The exporter's ``validPrometheusName``: lower case, anything else ``_``."""
-    return re.sub(r"[^a-zA-Z0-9_]", "_", key).lower()
+    """The exporter's ``validPrometheusName``: lower case, anything else ``_`` (cached: the
+    same few hundred status and variable names come back at every collection)."""
+    return _INVALID_NAME_CHARS.sub("_", key).lower()
 
 
 # --- the three collectors, as pure functions of the rows -------------------------------------
