@@ -3,8 +3,10 @@ against PagerDuty's Events API v2 documentation and keeps incidents by dedup_key
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from pydantic import ValidationError
 
 from monitor.model import Labels
 from notifiers.base import Delivery, DeliveryError, Notification, NotifiedAlert, NotifierContext
+from notifiers.outbox import Deliverer, Outbox, RetryPolicy
 from notifiers.pagerduty import (
     DEFAULT_URL,
     MAX_EVENT_BYTES,
@@ -446,6 +449,50 @@ async def test_429_carries_retry_after_for_the_outbox(
         2.0,
         429,
     )
+
+
+async def test_through_the_outbox_a_429_with_retry_after_2_delays_the_retry_2_s(
+    session: aiohttp.ClientSession,
+) -> None:
+    """The issue's case end to end: PagerDuty throttles once with ``Retry-After: 2``; the
+    outbox's next attempt comes no sooner, though its own backoff would retry at once."""
+    fake = FakePagerDuty()
+    arrivals: list[float] = []
+    accepted = asyncio.Event()
+
+    async def throttle_once(request: web.Request) -> web.Response:
+        arrivals.append(time.monotonic())
+        if len(arrivals) == 1:
+            return web.Response(status=429, headers={"Retry-After": "2"})
+        response = await fake.enqueue(request)
+        accepted.set()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v2/enqueue", throttle_once)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v2/enqueue"
+    pd = notifier(session, url)
+    outbox = Outbox(None)
+    deliverer = Deliverer(
+        outbox,
+        lambda receiver, kind, index: pd if (receiver, kind) == ("oncall", "pagerduty") else None,
+        policy=RetryPolicy(initial=0.01, cap=0.05, max_age=60),
+    )
+    try:
+        outbox.enqueue("oncall", "pagerduty", 0, notification(), None)
+        deliverer.start()
+        deliverer.wake()
+        await asyncio.wait_for(accepted.wait(), 15)
+    finally:
+        await deliverer.stop(1.0)
+        outbox.close()
+        await runner.cleanup()
+    assert len(fake.only()["dedup_key"]) == 64
+    assert len(arrivals) == 2
+    assert arrivals[1] - arrivals[0] >= 2.0
 
 
 async def test_400_is_not_retried_and_the_routing_key_is_blotted_out(
