@@ -56,19 +56,13 @@ from notifiers.base import (
     NotifierContext,
 )
 from notifiers.httpconfig import TlsConfig
-from notifiers.templates import check_template
+from notifiers.templates import SUBJECT, check_template
 
 __all__ = ["DEFAULT_HTML", "DEFAULT_SUBJECT", "DEFAULT_TEXT", "EmailConfig", "EmailNotifier"]
 
 log = get_logger("notifiers.email")
 
-DEFAULT_SUBJECT: Final = (
-    '[{{ status | upper }}{% if status == "firing" %}:{{ firing | length }}{% endif %}] '
-    '{{ group_labels | dictsort(true) | map(attribute="1") | join(" ") }} '
-    "{% if common_labels | length > group_labels | length %}("
-    '{{ common_labels | dictsort(true) | rejectattr("0", "in", group_labels)'
-    ' | map(attribute="1") | join(" ") }}){% endif %}'
-)
+DEFAULT_SUBJECT: Final = SUBJECT
 """Alertmanager's ``email.default.subject`` (its ``__subject``)."""
 
 _TEXT_ALERT: Final = (

@@ -52,7 +52,7 @@ from notifiers.base import (
     redact_url,
 )
 from notifiers.httpconfig import HttpClientConfig
-from notifiers.templates import check_template
+from notifiers.templates import SUBJECT, check_template
 
 __all__ = [
     "DEFAULT_DETAILS",
@@ -76,15 +76,6 @@ MAX_EVENT_BYTES: Final = 512_000
 SEVERITIES: Final = ("critical", "error", "warning", "info")
 
 Severity = Literal["critical", "error", "warning", "info"]
-
-SUBJECT: Final = (
-    '[{{ status | upper }}{% if status == "firing" %}:{{ firing | length }}{% endif %}] '
-    '{{ group_labels | dictsort(true) | map(attribute="1") | join(" ") }} '
-    "{% if common_labels | length > group_labels | length %}("
-    '{{ common_labels | dictsort(true) | rejectattr("0", "in", group_labels)'
-    ' | map(attribute="1") | join(" ") }}){% endif %}'
-)
-"""Alertmanager's ``__subject`` template."""
 
 
 def _alert_list(alerts: str) -> str:

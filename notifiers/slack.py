@@ -54,7 +54,7 @@ from notifiers.base import (
     redact_url,
 )
 from notifiers.httpconfig import HttpClientConfig
-from notifiers.templates import check_template
+from notifiers.templates import SUBJECT, check_template
 
 __all__ = [
     "HEADER_MAX_CHARS",
@@ -77,14 +77,6 @@ MAX_BLOCKS: Final = 50
 """Slack's limit on the blocks of one message."""
 ELLIPSIS: Final = "…"
 
-SUBJECT: Final = (
-    '[{{ status | upper }}{% if status == "firing" %}:{{ firing | length }}{% endif %}] '
-    '{{ group_labels | dictsort(true) | map(attribute="1") | join(" ") }} '
-    "{% if common_labels | length > group_labels | length %}("
-    '{{ common_labels | dictsort(true) | rejectattr("0", "in", group_labels)'
-    ' | map(attribute="1") | join(" ") }}){% endif %}'
-)
-"""Alertmanager's ``__subject`` template."""
 
 _TEMPLATE_FIELDS: Final = (
     "channel",

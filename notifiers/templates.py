@@ -22,13 +22,23 @@ import glob
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import jinja2
 
 from notifiers.base import Notification, NotifiedAlert
 
-__all__ = ["TemplateLoadError", "Templates", "check_template", "template_data"]
+__all__ = ["SUBJECT", "TemplateLoadError", "Templates", "check_template", "template_data"]
+
+SUBJECT: Final = (
+    '[{{ status | upper }}{% if status == "firing" %}:{{ firing | length }}{% endif %}] '
+    '{{ group_labels | dictsort(true) | map(attribute="1") | join(" ") }} '
+    "{% if common_labels | length > group_labels | length %}("
+    '{{ common_labels | dictsort(true) | rejectattr("0", "in", group_labels)'
+    ' | map(attribute="1") | join(" ") }}){% endif %}'
+)
+"""Alertmanager's ``__subject`` template (``[FIRING:2] GroupLabels (other common labels)``),
+the default title of the receivers that have one."""
 
 
 class TemplateLoadError(Exception):
