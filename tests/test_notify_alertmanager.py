@@ -3,12 +3,11 @@ alerts reaching two real Alertmanagers (Debian's prometheus-alertmanager)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +34,8 @@ from notifiers.base import (
     fingerprint,
 )
 from notifiers.templates import Templates
-from tests.support import free_port, require_program
+from tests.alertmanager_server import alertmanager as real_alertmanager
+from tests.support import free_port
 
 EXTERNAL = Labels({"monitor": "dc1", "replica": "a"})
 
@@ -293,48 +293,12 @@ receivers:
 """
 
 
-@asynccontextmanager
-async def alertmanager(
+def alertmanager(
     session: aiohttp.ClientSession, tmp_path: Path, name: str, port: int
-) -> AsyncIterator[str]:
-    """Run the real Alertmanager on 127.0.0.1:``port``, clustering off, its files named
-    after ``name`` in ``tmp_path``; give its base URL once it is ready, and stop it on the
-    way out."""
-    binary = require_program("prometheus-alertmanager", "prometheus-alertmanager")
-    config = tmp_path / f"{name}.yml"
-    config.write_text(BLACKHOLE)
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / f"{name}.log"
-    with log.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            binary,
-            f"--config.file={config}",
-            f"--storage.path={tmp_path / name}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-            stdout=output,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                async with session.get(f"{base}/-/ready") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            assert process.returncode is None, log.read_text()
-            assert time.monotonic() < deadline, f"Alertmanager not ready: {log.read_text()}"
-            await asyncio.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+) -> AbstractAsyncContextManager[str]:
+    """The real Alertmanager on 127.0.0.1:``port``, routing everything to a black hole, its
+    files named after ``name``."""
+    return real_alertmanager(session, tmp_path, BLACKHOLE, name=name, port=port)
 
 
 async def active_alerts(session: aiohttp.ClientSession, base: str) -> dict[str, dict[str, Any]]:

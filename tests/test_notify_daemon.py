@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import threading
 import time
 import urllib.request
@@ -18,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import free_port, require_program, wait_for
+from tests.alertmanager_server import alertmanager_process
+from tests.support import free_port, wait_for
 from tests.test_daemon import Running, start_daemon
 
 __all__ = ["start_daemon"]  # the fixture, used by name
@@ -297,31 +297,10 @@ alerting:
 
 @pytest.fixture
 def real_alertmanager(tmp_path: Path) -> Iterator[str]:
-    """The Debian Alertmanager on a free loopback port, clustering off; its base URL."""
-    binary = require_program("prometheus-alertmanager", "prometheus-alertmanager")
-    am_config = "route: {receiver: blackhole}\nreceivers: [{name: blackhole}]\n"
-    (tmp_path / "am.yml").write_text(am_config)
-    port = free_port()
-    log = tmp_path / "am.log"
-    with log.open("wb") as output:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={tmp_path / 'am.yml'}",
-                f"--storage.path={tmp_path / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _get_json(f"{base}/-/ready") is not None, timeout=20)
+    """The Debian Alertmanager, routing to a black hole; its base URL."""
+    config = "route: {receiver: blackhole}\nreceivers: [{name: blackhole}]\n"
+    with alertmanager_process(tmp_path, config) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _get_json(url: str) -> Any:

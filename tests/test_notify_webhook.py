@@ -10,7 +10,6 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,8 @@ from notifiers.webhook import (
     format_go_time,
     webhook_message,
 )
-from tests.support import free_port, require_program
+from tests.alertmanager_server import alertmanager
+from tests.support import free_port
 
 SECRET_PATH = "/hook/T0KEN-s3cret"
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -505,50 +505,6 @@ async def wait_until(predicate: Callable[[], bool], within: float, what: str) ->
         if time.monotonic() > deadline:
             pytest.fail(f"{what} within {within}s")
         await asyncio.sleep(0.05)
-
-
-@asynccontextmanager
-async def alertmanager(
-    session: aiohttp.ClientSession, tmp_path: Path, config: str, *flags: str
-) -> AsyncIterator[str]:
-    """Run the real Alertmanager on a free loopback port, clustering off; give its base URL
-    once it is ready, and stop it on the way out."""
-    binary = require_program("prometheus-alertmanager", "prometheus-alertmanager")
-    (tmp_path / "am.yml").write_text(config)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "am.log"
-    with log.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            binary,
-            f"--config.file={tmp_path / 'am.yml'}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-            *flags,
-            stdout=output,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                async with session.get(f"{base}/-/ready") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            assert process.returncode is None, log.read_text()
-            assert time.monotonic() < deadline, f"Alertmanager not ready: {log.read_text()}"
-            await asyncio.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
 
 
 async def test_the_same_bytes_as_the_real_alertmanager(
