@@ -1,9 +1,9 @@
 """Alert-to-delivery latency and dispatcher throughput, monitord beside Prometheus + Alertmanager.
 
-Run: ``.venv/bin/python bench/notify.py`` (about 13 minutes at commit 04c73db, 8 of them
-the pipeline's two throughput runs; ``--quick`` for a smoke run of 20 alerts per side and
-1,000 alerts across 100 groups, about 75 s; ``--full`` adds Prometheus + Alertmanager at
-a 15 s evaluation interval, 3 minutes more; ``--alerts N`` alerts per side).
+Run: ``.venv/bin/python bench/notify.py`` (about 5 minutes; ``--quick`` for a smoke run of
+20 alerts per side and 1,000 alerts across 100 groups, about 75 s; ``--full`` adds
+Prometheus + Alertmanager at a 15 s evaluation interval, 3 minutes more; ``--alerts N``
+alerts per side).
 
 **Latency.** ``--alerts`` TCP targets (100) listen on free ports of 127.0.0.1, served by
 this script's event loop. A target answers every connection with ``ok\\n`` and closes it;
