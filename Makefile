@@ -33,6 +33,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/footprint.py
 	$(BIN)/python bench/rules.py
 	$(BIN)/python bench/checks.py
+	$(BIN)/python bench/notify.py
+	$(BIN)/python bench/databases.py
 	$(BIN)/python -m tests.conformance.promqltest
 
 clean:
