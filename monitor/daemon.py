@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from notifiers.api import SilencesAPI
 from pydantic import SecretStr
 
 from checks.base import Check
@@ -41,6 +40,7 @@ from monitor.store import Store
 from monitor.systemd import SystemdNotifier
 from monitor.web import WebApp, WebServer
 from monitor.web.health import CheckState
+from notifiers.api import SilencesAPI
 from notifiers.base import Notifier
 from notifiers.config import build_alerting_model
 from notifiers.outbox import OutboxCollector
