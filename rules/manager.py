@@ -15,7 +15,10 @@ floor, and an on-arrival evaluation never makes the group's time go backwards.
 The ``for`` state of alerts is restored after the second evaluation following a
 start, from the ``ALERTS_FOR_STATE`` samples saved before it
 (Prometheus' ``RestoreForState``, with ``for_outage_tolerance`` and
-``for_grace_period``).
+``for_grace_period``). Prometheus waits for that second evaluation because the first
+may come before enough data was scraped; monitord's store starts empty, so with
+on-arrival evaluation a group whose rules select series also waits until samples they
+select have arrived (or, should none come, until ``RESTORE_PATIENCE`` has passed).
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ __all__ = [
 ]
 
 log = get_logger("rules.manager")
+
+RESTORE_PATIENCE = 30_000
+"""Milliseconds after the start by which a group restores its ``for`` state even if no
+sample its rules select has arrived (rules on ``absent()``, say)."""
 
 JOB_PREFIX = "rule group "  # a space: no check name has one, so no job id clashes
 
@@ -148,6 +155,9 @@ class RuleManager:
         # Matchers by metric name (and those without a fixed name), each with its group.
         self._by_name: dict[str, list[tuple[str, Sequence[Matcher]]]] = {}
         self._unnamed: list[tuple[str, Sequence[Matcher]]] = []
+        self._selecting: set[str] = set()  # groups with a rule that selects series
+        self._arrival_seen: set[str] = set()  # groups evaluated on an arrival since the start
+        self._started_at: int | None = None
         self._stale_handles: set[asyncio.TimerHandle] = set()
         self._restored = False
         self._running = False
@@ -211,6 +221,7 @@ class RuleManager:
         if self._running:
             raise LifecycleError("the rule manager is already running")
         self._running = True
+        self._started_at = self._now_ms()
         for group in self._groups.values():
             self._schedule(group)
 
@@ -308,23 +319,35 @@ class RuleManager:
         group.run_iteration(ts, self._ctx)
         if self.on_evaluated is not None:
             self.on_evaluated(group)
-        if group.should_restore and group.runs >= 2:
+        if group.should_restore and group.runs >= 2 and self._has_data(group):
             now = self._now_ms()
             saved = for_state_index(self._saved, now - self.options.outage_tolerance)
             group.restore_for_state(
                 now, saved, grace_period=self.options.grace_period, monotonic=self._monotonic
             )
 
+    def _has_data(self, group: Group) -> bool:
+        """Whether the group may restore now: samples its rules select have arrived, or
+        it selects none, or waiting is not possible (no on-arrival) or has lasted long."""
+        if not self.options.on_arrival or group.key not in self._selecting:
+            return True
+        if group.key in self._arrival_seen:
+            return True
+        started = self._started_at
+        return started is None or self._now_ms() - started >= RESTORE_PATIENCE
+
     # --- on arrival -------------------------------------------------------------------------
 
     def _index_selectors(self) -> None:
         self._by_name = {}
         self._unnamed = []
+        self._selecting = set()
         if self._selectors is None:
             return
         for group in self._groups.values():
             for rule in group.rules:
                 for matchers in self._selectors(rule.expr):
+                    self._selecting.add(group.key)
                     entry = (group.key, tuple(matchers))
                     name = _fixed_name(matchers)
                     if name is not None:
@@ -379,6 +402,7 @@ class RuleManager:
             ts = last + 1  # the group's time never goes backwards
         schedule.last_arrival_run = self._monotonic()
         group.stats.arrival_iterations_total += 1
+        self._arrival_seen.add(key)
         self._iterate(group, ts)
 
     # --- alerts out -------------------------------------------------------------------------

@@ -288,6 +288,24 @@ def test_a_restart_before_restoring_passes_the_saved_state_on(tmp_path: Path) ->
     assert AlertStateStore(path).load() == saved
 
 
+async def test_with_on_arrival_the_restore_waits_for_the_first_samples(tmp_path: Path) -> None:
+    """The store starts empty: two evaluations before any check has written its samples
+    must not use up the restore, or a pending alert would restart its for clock."""
+    path = tmp_path / "monitord.db"
+    saved = [ForState(Labels.of(alertname="Down", instance="a"), T0, T0 // 1000 - 600)]
+    AlertStateStore(path).save(saved)
+    manager, store, group = restart(path, Clock(), hold=30 * M, downtime=M)
+    await manager.start()
+    manager.evaluate(group.key, T0 + M)
+    manager.evaluate(group.key, T0 + M + 15 * S)  # two evaluations, no data yet
+    assert manager.for_states() == saved  # still waiting to restore
+    up(store, T0 + M + 20 * S)
+    manager.samples_written([Sample("up", Labels.of(instance="a"), 0.0)], T0 + M + 20 * S)
+    await asyncio.sleep(0.05)
+    await manager.stop()
+    assert only_alert(manager).active_at < T0 + M  # restored: the pending time counts
+
+
 # --- on arrival ---------------------------------------------------------------------------------
 
 
