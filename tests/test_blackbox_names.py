@@ -36,6 +36,7 @@ from checks.http import HttpCheck, HttpConfig
 from checks.tcp import TCPCheck, TCPConfig
 from monitor.model import CheckResult
 from tests.certs import PKI, make_pki
+from tests.dnsmasq_server import dnsmasq_server
 from tests.support import free_port, require_program, wait_for
 
 pytestmark = pytest.mark.integration
@@ -242,53 +243,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _free_udp_and_tcp_port() -> int:
-    for _ in range(50):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    pytest.fail("no free port for both UDP and TCP")
-
-
 @pytest.fixture(scope="module")
 def dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A dnsmasq answering for ``a.test`` (NXDOMAIN elsewhere under .test); yields its port."""
-    program = require_program("dnsmasq", "dnsmasq")
-    tmp = tmp_path_factory.mktemp("dnsmasq")
-    pidfile = tmp / "dnsmasq.pid"
-    port = _free_udp_and_tcp_port()
-    argv = [
-        program,
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        f"--port={port}",
-        "--listen-address=127.0.0.1",
-        "--bind-interfaces",
-        f"--pid-file={pidfile}",
-        "--user=root" if Path("/proc/self").owner() == "root" else "--user=",
-        "--local=/test/",
+    records = [
         "--host-record=a.test,127.0.0.5",
         "--host-record=two.a.test,127.0.0.6",
         "--host-record=two.a.test,127.0.0.7",
-        "--log-facility=-",
     ]
-    log = tmp / "dnsmasq.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=out)
-    try:
-        wait_for(
-            lambda: (pidfile.exists() and pidfile.read_text().strip()) or proc.poll() is not None
-        )
-        if proc.poll() is not None:
-            pytest.fail(f"dnsmasq did not start:\n{log.read_text()}")
+    with dnsmasq_server(tmp_path_factory.mktemp("dnsmasq"), records) as port:
         yield port
-    finally:
-        _stop(proc)
 
 
 DNS_QUERIES = {"dns_a": "a.test", "dns_two": "two.a.test", "dns_nxdomain": "nope.test"}

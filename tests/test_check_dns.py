@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,41 +14,15 @@ from checks.dns import DNSCheck, DNSConfig
 from monitor.config import build_config_model, load_config
 from monitor.errors import ConfigError
 from monitor.model import CheckResult, Labels, Status
-from tests.support import free_port, require_program, wait_for
-
-
-def _free_udp_and_tcp_port() -> int:
-    for _ in range(50):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    pytest.fail("no free port for both UDP and TCP")
+from tests.dnsmasq_server import dnsmasq_server, free_udp_and_tcp_port
 
 
 @pytest.fixture(scope="module")
 def dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A dnsmasq serving fixed records of ``a.test`` on 127.0.0.1; yields its port."""
-    program = require_program("dnsmasq", "dnsmasq")
-    tmp = tmp_path_factory.mktemp("dnsmasq")
-    pidfile = tmp / "dnsmasq.pid"
-    port = _free_udp_and_tcp_port()
     txt = "v=spf1 -all"
     long_txt = ",".join(f"{i:03d}" + "x" * 200 for i in range(4))  # truncated over UDP
-    argv = [
-        program,
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        f"--port={port}",
-        "--listen-address=127.0.0.1",
-        "--bind-interfaces",
-        f"--pid-file={pidfile}",
-        "--user=root" if Path("/proc/self").owner() == "root" else "--user=",
-        "--local=/test/",
+    records = [
         "--address=/a.test/127.0.0.5",
         "--host-record=www.a.test,127.0.0.6,::6",
         "--mx-host=a.test,mail.a.test,10",
@@ -59,29 +31,9 @@ def dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         "--srv-host=_http._tcp.a.test,www.a.test,80,0,5",
         "--cname=alias.a.test,www.a.test",
         "--ptr-record=5.0.0.127.in-addr.arpa,a.test",
-        "--log-facility=-",
     ]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_for(
-            lambda: (
-                (pidfile.exists() and pidfile.read_text().strip() != "") or proc.poll() is not None
-            )
-        )
-        if proc.poll() is not None:
-            pytest.fail(
-                f"dnsmasq did not start: {proc.stderr.read().decode() if proc.stderr else ''}"
-            )
+    with dnsmasq_server(tmp_path_factory.mktemp("dnsmasq"), records) as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 def make_check(port: int, **options: Any) -> DNSCheck:
@@ -190,7 +142,7 @@ async def test_truncated_udp_answer_falls_back_to_tcp(dnsmasq: int) -> None:
 
 
 async def test_no_server_listening_is_critical() -> None:
-    port = _free_udp_and_tcp_port()
+    port = free_udp_and_tcp_port()
     result = await make_check(port, query_name="a.test", timeout="1s").run()
     assert result.status is Status.CRITICAL
     assert result.message in (
@@ -357,7 +309,7 @@ async def test_the_response_time_condition_is_shown_in_ms(dnsmasq: int) -> None:
 async def test_conditions_when_nothing_answers(
     conditions: list[str], status: Status, message: str
 ) -> None:
-    port = _free_udp_and_tcp_port()
+    port = free_udp_and_tcp_port()
     result = await make_check(port, query_name="a.test", timeout="1s", conditions=conditions).run()
     errors = (
         f"no answer from 127.0.0.1 port {port} within 1s",
