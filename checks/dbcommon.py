@@ -15,6 +15,10 @@ A custom query is configured under ``queries:`` exactly as postgres_exporter's
 Every ``LABEL`` column becomes a label of the other columns' samples; ``GAUGE`` and
 ``COUNTER`` columns become samples (a counter keeps its name, as postgres_exporter does);
 ``DISCARD`` columns are ignored, as are columns not listed. A NULL value is skipped.
+``master: true``, which postgres_exporter uses to run a query only against the database
+of its DSN rather than every discovered one, is accepted so that entries paste unchanged:
+a monitord check queries only its configured database, so both values mean that here.
+``cache_seconds`` and ``runonserver`` are refused rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ class CustomQuery(ConfigModel):
 
     query: str = Field(min_length=1)
     metrics: tuple[_ColumnMap, ...] = Field(min_length=1)
+    master: bool = Field(
+        default=False, description="postgres_exporter's; every query runs on the check's database"
+    )
 
     @field_validator("metrics")
     @classmethod

@@ -35,6 +35,17 @@ def test_label_columns_label_the_value_columns_and_nulls_are_skipped() -> None:
     assert "pg_rep_junk" not in metadata
 
 
+def test_a_queries_yaml_entry_with_master_pastes_unchanged() -> None:
+    q = CustomQuery.model_validate(
+        {"query": "SELECT 1 AS one", "master": True, "metrics": [{"one": {"usage": "GAUGE"}}]}
+    )
+    assert q.master is True
+    with pytest.raises(ValidationError, match="cache_seconds"):
+        CustomQuery.model_validate(
+            {"query": "SELECT 1", "cache_seconds": 30, "metrics": [{"one": {"usage": "GAUGE"}}]}
+        )
+
+
 def test_a_value_that_is_not_a_number_is_an_error() -> None:
     q = query({"v": {"usage": "GAUGE"}})
     with pytest.raises(ValueError, match="column v is not a number: 'high'"):
