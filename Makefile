@@ -31,8 +31,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/scrape.py
 	$(BIN)/python bench/footprint.py
-	$(BIN)/python bench/rules.py
-	$(BIN)/python bench/checks.py
+	$(BIN)/python bench/rule_evaluation.py
+	$(BIN)/python bench/http_checks.py
 	$(BIN)/python bench/notify.py
 	$(BIN)/python bench/databases.py
 	$(BIN)/python -m tests.conformance.promqltest

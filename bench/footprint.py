@@ -21,16 +21,16 @@ import argparse
 import http.client
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from support import cpu_ticks, free_port, running, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config.example.yaml"
@@ -42,52 +42,6 @@ CPU_TARGET_PERCENT = 0.3
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Wait until ``proc`` accepts connections on ``port``; raise if it exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-@contextmanager
-def running(
-    argv: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess with its stderr in ``log`` (or dropped), stopped with SIGTERM on the way out.
-
-    SIGKILL follows if it has not exited 10 s after SIGTERM.
-    """
-    with open(log or os.devnull, "wb") as err:
-        proc = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def status_kib(pid: int) -> dict[str, int]:
     """The ``kB`` fields of /proc/PID/status (VmRSS, RssAnon, RssFile, ...)."""
     fields = {}
@@ -97,13 +51,6 @@ def status_kib(pid: int) -> dict[str, int]:
         if len(parts) == 2 and parts[1] == "kB":
             fields[key] = int(parts[0])
     return fields
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of every thread of the process, in clock ticks."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
 
 @dataclass
@@ -287,7 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         md = stack.enter_context(
             running(
-                [*monitord_command(), "run", "-c", str(CONFIG)], env, Path(state, "monitord.log")
+                [*monitord_command(), "run", "-c", str(CONFIG)],
+                env,
+                Path(state, "monitord.log"),
+                stdout="discard",
             )
         )
         ne = stack.enter_context(

@@ -34,17 +34,16 @@ import os
 import platform
 import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+
+from support import free_port, running, wait_for_port
 
 from monitor.daemon import Daemon
 from monitor.model import Labels, MetricMetadata, MetricType, Sample
@@ -132,54 +131,6 @@ async def serve(config: Path, series: int) -> int:
 
 
 # --- the parent: processes and scrapes --------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Wait until ``proc`` accepts connections on ``port``; raise if it exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-@contextmanager
-def running(
-    argv: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess with its stderr in ``log`` (or dropped), stopped with SIGTERM on the way out.
-
-    SIGKILL follows if it has not exited 10 s after SIGTERM.
-    """
-    with open(log or os.devnull, "wb") as err:
-        proc = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 class Scraper:
@@ -321,7 +272,7 @@ def case_series(scrapes: int, series: int, stack: ExitStack) -> Figures:
     env = daemon_env(port, state)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     log = Path(state, "monitord.log")
-    child = stack.enter_context(running(argv, env, log))
+    child = stack.enter_context(running(argv, env, log, stdout="pipe"))
     assert child.stdout is not None
     line = child.stdout.readline().decode().split()
     if not line or line[0] != "READY":

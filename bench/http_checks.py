@@ -1,6 +1,6 @@
 """Run 1,000 HTTP checks in monitord beside Prometheus + blackbox_exporter, in the same run.
 
-Run: ``.venv/bin/python bench/checks.py`` (about 3.7 minutes; ``--quick`` for a smoke run
+Run: ``.venv/bin/python bench/http_checks.py`` (about 3.7 minutes; ``--quick`` for a smoke run
 of 100 checks, a 20 s warm-up and a 30 s window; ``--checks``, ``--warmup``, ``--window``).
 
 Four processes on free ports of 127.0.0.1, all at once:
@@ -43,16 +43,17 @@ import math
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from support import cpu_ticks, free_port, running, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = "/usr/bin/prometheus"
@@ -86,59 +87,6 @@ def serve(port: int, paths: int) -> None:
 
 
 # --- processes and /proc ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """Wait until ``proc`` accepts connections on ``port``; raise if it exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-@contextmanager
-def running(
-    argv: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess with its output in ``log`` (or dropped), stopped with SIGTERM on the way out.
-
-    SIGKILL follows if it has not exited 10 s after SIGTERM.
-    """
-    with open(log or os.devnull, "wb") as out:
-        proc = subprocess.Popen(
-            argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of every thread of the process, in clock ticks."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
 
 
 def rss_kib(pid: int) -> int:

@@ -1,6 +1,6 @@
 """Benchmark rule-group evaluation beside Prometheus's, measured in the same run.
 
-Run: ``.venv/bin/python bench/rules.py`` (``--quick`` for a smoke run, ``--profile N``
+Run: ``.venv/bin/python bench/rule_evaluation.py`` (``--quick`` for a smoke run, ``--profile N``
 to print the N top functions of one more, profiled, monitord evaluation).
 
 The workload is deterministic. ``--series`` synthetic series (200 per instance: 17
@@ -60,7 +60,6 @@ import random
 import re
 import resource
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -75,13 +74,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's folder heads sys.path, and this file (rules.py) would
-# shadow the ``rules`` package it benchmarks.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-
 import psutil
 import yaml
+from support import free_port, running, wait_for_port
 
 from monitor.model import Labels, Sample
 from monitor.query import Engine
@@ -372,55 +367,6 @@ def steal_share(ticks: int, wall_s: float) -> float:
     """The share of the machine's CPU time taken back by the hypervisor over ``wall_s``."""
     total = wall_s * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
     return ticks / total if total > 0 else 0.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """Wait until ``proc`` accepts connections on ``port``; raise if it exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-@contextmanager
-def running(
-    argv: Sequence[str], *, log: Path | None = None, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess, its output in ``log`` (or this one's), stopped with SIGTERM on the way out.
-
-    SIGKILL follows if it has not exited 10 s after SIGTERM.
-    """
-    if log is None:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
-    else:
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
-            )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @contextmanager
