@@ -104,32 +104,6 @@ MYSQLD_EXPORTER = "/usr/bin/prometheus-mysqld-exporter"
 REDIS_EXPORTER = "/usr/bin/prometheus-redis-exporter"
 ACCEPT = "text/plain;version=0.0.4"
 TICKS = os.sysconf("SC_CLK_TCK")
-EXAMPLE_QUERIES = Path("/usr/share/doc/prometheus-postgres-exporter/examples/queries.yaml")
-# The two entries of that file the postgres side-by-side test gives the exporter (used when
-# the file is not there; the same text).
-FALLBACK_QUERIES: dict[str, Any] = {
-    "pg_replication": {
-        "query": "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 ELSE GREATEST (0, EXTRACT(EPOCH"
-        " FROM (now() - pg_last_xact_replay_timestamp()))) END AS lag",
-        "master": True,
-        "metrics": [
-            {"lag": {"usage": "GAUGE", "description": "Replication lag behind master in seconds"}}
-        ],
-    },
-    "pg_postmaster": {
-        "query": "SELECT pg_postmaster_start_time as start_time_seconds from "
-        "pg_postmaster_start_time()",
-        "master": True,
-        "metrics": [
-            {
-                "start_time_seconds": {
-                    "usage": "GAUGE",
-                    "description": "Time at which postmaster started",
-                }
-            }
-        ],
-    },
-}
 # Flags that turn off an exporter's collectors of families monitord does not collect, for the
 # "trimmed" reference (the families built into its default metrics map stay).
 POSTGRES_TRIM = ["--disable-settings-metrics", "--no-collector.bgwriter"]
@@ -268,17 +242,9 @@ def start_exporters(
     return exporters
 
 
-def exporter_queries() -> dict[str, Any]:
-    """pg_replication and pg_postmaster from the exporter's example queries.yaml."""
-    if EXAMPLE_QUERIES.exists():
-        shipped = yaml.safe_load(EXAMPLE_QUERIES.read_text())
-        return {ns: shipped[ns] for ns in ("pg_replication", "pg_postmaster")}
-    return FALLBACK_QUERIES
-
-
 def start_postgres(stack: ExitStack, tmp: Path) -> Database:
     """PostgreSQL and postgres_exporter, as tests/test_check_postgres.py starts them."""
-    from tests.postgres_server import postgres_server
+    from tests.postgres_server import exporter_queries, postgres_server
 
     server = stack.enter_context(postgres_server())
     server.psql("CREATE TABLE IF NOT EXISTS churn (v int); INSERT INTO churn VALUES (1);")

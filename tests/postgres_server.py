@@ -23,13 +23,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.support import free_port, require_program
 
 __all__ = [
     "PostgresServer",
+    "exporter_queries",
     "find_postgres_bin",
     "postgres",
     "postgres_server",
@@ -338,3 +341,40 @@ def postgres_standby(primary: PostgresServer) -> Iterator[PostgresServer]:
     finally:
         standby.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+EXAMPLE_QUERIES = Path("/usr/share/doc/prometheus-postgres-exporter/examples/queries.yaml")
+
+# The two entries of that example file that give pg_postmaster_start_time_seconds and
+# pg_replication_lag in 0.11.1 (used verbatim when the file is there).
+FALLBACK_QUERIES = {
+    "pg_replication": {
+        "query": "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 ELSE GREATEST (0, EXTRACT(EPOCH"
+        " FROM (now() - pg_last_xact_replay_timestamp()))) END AS lag",
+        "master": True,
+        "metrics": [
+            {"lag": {"usage": "GAUGE", "description": "Replication lag behind master in seconds"}}
+        ],
+    },
+    "pg_postmaster": {
+        "query": "SELECT pg_postmaster_start_time as start_time_seconds from "
+        "pg_postmaster_start_time()",
+        "master": True,
+        "metrics": [
+            {
+                "start_time_seconds": {
+                    "usage": "GAUGE",
+                    "description": "Time at which postmaster started",
+                }
+            }
+        ],
+    },
+}
+
+
+def exporter_queries() -> dict[str, Any]:
+    """pg_replication and pg_postmaster from the exporter's example queries.yaml."""
+    if EXAMPLE_QUERIES.exists():
+        shipped = yaml.safe_load(EXAMPLE_QUERIES.read_text())
+        return {ns: shipped[ns] for ns in ("pg_replication", "pg_postmaster")}
+    return FALLBACK_QUERIES

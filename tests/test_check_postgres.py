@@ -24,37 +24,17 @@ from checks.postgres import POSTGRES_FAMILIES, PostgresCheck, PostgresConfig
 from monitor.config import ConfigError, build_config_model, load_config
 from monitor.model import CheckResult, Labels, MetricType, Status
 from tests import certs
-from tests.postgres_server import PostgresServer, postgres, postgres_server, postgres_standby
+from tests.postgres_server import (
+    PostgresServer,
+    exporter_queries,
+    postgres,
+    postgres_server,
+    postgres_standby,
+)
 from tests.support import free_port, require_program, wait_for, wait_for_port
 
 __all__ = ["postgres"]  # the fixture, imported for pytest
 
-EXAMPLE_QUERIES = Path("/usr/share/doc/prometheus-postgres-exporter/examples/queries.yaml")
-# The two entries of that example file that give pg_postmaster_start_time_seconds and
-# pg_replication_lag in 0.11.1 (used verbatim when the file is there).
-FALLBACK_QUERIES = {
-    "pg_replication": {
-        "query": "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 ELSE GREATEST (0, EXTRACT(EPOCH"
-        " FROM (now() - pg_last_xact_replay_timestamp()))) END AS lag",
-        "master": True,
-        "metrics": [
-            {"lag": {"usage": "GAUGE", "description": "Replication lag behind master in seconds"}}
-        ],
-    },
-    "pg_postmaster": {
-        "query": "SELECT pg_postmaster_start_time as start_time_seconds from "
-        "pg_postmaster_start_time()",
-        "master": True,
-        "metrics": [
-            {
-                "start_time_seconds": {
-                    "usage": "GAUGE",
-                    "description": "Time at which postmaster started",
-                }
-            }
-        ],
-    },
-}
 NEWER_EXPORTER_NAMES = {"pg_replication_is_replica", "pg_replication_lag_seconds"}
 """The issue's names, which postgres_exporter has built in from 0.13 on, not in 0.11.1."""
 
@@ -163,13 +143,6 @@ def exporter(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def exporter_queries() -> dict[str, Any]:
-    if EXAMPLE_QUERIES.exists():
-        shipped = yaml.safe_load(EXAMPLE_QUERIES.read_text())
-        return {ns: shipped[ns] for ns in ("pg_replication", "pg_postmaster")}
-    return FALLBACK_QUERIES
 
 
 def scrape(url: str) -> Scrape:
